@@ -1,0 +1,97 @@
+"""Public loaders for encoders and heads, and the Regressor that chains them.
+
+``load_encoder`` picks the encoder family from the weights' key names (see
+``glace_core.encoder``); ``load_head`` infers the head architecture from the weights. A head's
+input width is ``global + local``: the split is read from the map's sidecar metadata when it
+records it, otherwise ``glace_core.head.split_input_channels`` decides (768 -> 256 global + 512
+local, 512 -> 0 + 512, 320 -> 256 + 64, 64 -> 0 + 64).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from glace_core.encoder import encoder_families, encoder_from_state_dict
+from glace_core.head import GlaceHead
+from glace_core.map_files import (MapFileError, check_encoder_compatibility, file_sha256, head_from_state_dict,
+                                  load_state_dict_file, load_state_dict_strict, read_map_metadata, select_part)
+
+_logger = logging.getLogger(__name__)
+
+#: Where the shipped default encoder lives (produced by the packaging step, not by this module).
+DEFAULT_ENCODER_PATH = Path(__file__).resolve().parent / "weights" / "default_encoder.pt"
+
+
+def load_encoder(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Load an encoder weights file (eval mode, float32, on ``device``).
+
+    path: an encoder state dict (e.g. the official ``ace_encoder_pretrained.pt``), possibly with an
+    ``encoder.`` prefix or inside a combined network file; None loads DEFAULT_ENCODER_PATH.
+    The module maps ``(N, 1, H, W)`` to ``(N, out_channels, ceil(H/8), ceil(W/8))`` and carries
+    ``name``, ``out_channels``, ``stride``, ``source_path`` and ``sha256`` (of the file).
+    """
+    if path is None:
+        path = DEFAULT_ENCODER_PATH
+        if not path.exists():
+            raise FileNotFoundError(f"no encoder path given and the default encoder {path} does not exist; "
+                                    "pass the path of an encoder file (e.g. ace_encoder_pretrained.pt)")
+    path = Path(path)
+    state_dict = select_part(load_state_dict_file(path), "encoder", str(path))
+    encoder = encoder_from_state_dict(state_dict)
+    if encoder is None:
+        names = [cls.__name__ for cls in encoder_families()]
+        raise MapFileError(f"{path} is not an encoder file of a known family ({', '.join(names)}); "
+                           f"its keys start with {list(state_dict)[:6]}")
+    load_state_dict_strict(encoder, {k: v.float() for k, v in state_dict.items()}, str(path))
+    encoder.source_path = str(path)
+    encoder.sha256 = file_sha256(path)
+    _logger.info("loaded %s encoder (%d channels) from %s", getattr(encoder, "name", "?"),
+                 encoder.out_channels, path)
+    return encoder.float().eval().to(device)
+
+
+def load_head(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+              global_channels: int | None = None) -> GlaceHead:
+    """Load a GLACE/ACE head file (official layout, fp16 or fp32) as a float32 GlaceHead in eval mode.
+
+    The architecture is inferred from the weights; ``global_channels`` (or the sidecar's
+    ``head.global_channels``) overrides the global/local split of the input width. The returned
+    head has ``metadata`` (the sidecar dict or None) and ``source_path`` attributes.
+    """
+    path = Path(path)
+    state_dict = load_state_dict_file(path)
+    metadata = read_map_metadata(path)
+    head = head_from_state_dict(state_dict, metadata, str(path), global_channels)
+    head.metadata = metadata
+    head.source_path = str(path)
+    _logger.info("loaded head %s: %s", path, head.config)
+    return head.float().eval().to(device)
+
+
+class Regressor(nn.Module):
+    """Encoder + head: image ``(N, 1, H, W)`` (+ global ``(N, 256)``) -> scene coordinates ``(N, 3, h, w)``."""
+
+    def __init__(self, encoder: nn.Module, head: GlaceHead):
+        super().__init__()
+        check_encoder_compatibility(head, encoder)
+        self.encoder = encoder
+        self.head = head
+
+    @property
+    def stride(self) -> int:
+        return int(getattr(self.encoder, "stride", 8))
+
+    def forward(self, image: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
+        """image: ``(N, 1, H, W)`` normalised grayscale; global_features: ``(N, G)`` or None for heads
+        without global input. Returns ``(N, 3, ceil(H/8), ceil(W/8))`` float32 world coordinates."""
+        return self.head(self.encoder(image), global_features)
+
+
+def load_regressor(encoder_path: str | os.PathLike | None, head_path: str | os.PathLike,
+                   device: str | torch.device = "cpu") -> Regressor:
+    """``Regressor(load_encoder(encoder_path), load_head(head_path))`` with the compatibility check."""
+    return Regressor(load_encoder(encoder_path, device), load_head(head_path, device)).eval()
