@@ -288,6 +288,15 @@ def read_map_metadata(path: str | os.PathLike, verify: bool = True) -> dict[str,
     return data
 
 
+def training_resolution(head_or_metadata: Any) -> int | None:
+    """The ``image_resolution`` a map was trained at, from its sidecar (a dict, or ``head.metadata``
+    set by load_head); None when the sidecar does not record it (e.g. an official GLACE head)."""
+    metadata = head_or_metadata if isinstance(head_or_metadata, Mapping) else \
+        getattr(head_or_metadata, "metadata", None)
+    value = (((metadata or {}).get("training") or {}).get("config") or {}).get("image_resolution")
+    return int(value) if value is not None else None
+
+
 def check_encoder_compatibility(head_or_metadata: GlaceHead | Mapping[str, Any], encoder: nn.Module) -> None:
     """Raise EncoderMismatchError if the map cannot be used with ``encoder``.
 
@@ -327,6 +336,10 @@ def check_encoder_compatibility(head_or_metadata: GlaceHead | Mapping[str, Any],
     if recorded.get("sha256") and not enc_sha:
         _logger.warning("%s records encoder sha256 %s; the encoder in use has no known file hash",
                         what, recorded["sha256"])
+    enc_id = getattr(encoder, "encoder_id", None)
+    if recorded.get("id") and enc_id and recorded["id"] != enc_id:
+        raise EncoderMismatchError(f"{what} was trained with encoder {recorded['id']!r}, but the encoder in "
+                                   f"use is {enc_id!r}")
 
 
 def head_from_state_dict(state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any] | None = None,

@@ -22,23 +22,20 @@ from glace_core.map_files import (MapFileError, check_encoder_compatibility, fil
 
 _logger = logging.getLogger(__name__)
 
-#: Where the shipped default encoder lives (produced by the packaging step, not by this module).
-DEFAULT_ENCODER_PATH = Path(__file__).resolve().parent / "weights" / "default_encoder.pt"
-
 
 def load_encoder(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """Load an encoder weights file (eval mode, float32, on ``device``).
 
     path: an encoder state dict (e.g. the official ``ace_encoder_pretrained.pt``), possibly with an
-    ``encoder.`` prefix or inside a combined network file; None loads DEFAULT_ENCODER_PATH.
+    ``encoder.`` prefix or inside a combined network file; None loads the shipped default
+    (``encoder_registry.default_encoder_spec``: weights/default_encoder.pt when present, else XFeat).
     The module maps ``(N, 1, H, W)`` to ``(N, out_channels, ceil(H/8), ceil(W/8))`` and carries
     ``name``, ``out_channels``, ``stride``, ``source_path`` and ``sha256`` (of the file).
+    A named encoder ("xfeat", "ace-random[:seed]", "default") is built by glace_core.encoder_registry.
     """
-    if path is None:
-        path = DEFAULT_ENCODER_PATH
-        if not path.exists():
-            raise FileNotFoundError(f"no encoder path given and the default encoder {path} does not exist; "
-                                    "pass the path of an encoder file (e.g. ace_encoder_pretrained.pt)")
+    from glace_core.encoder_registry import is_named_spec, resolve_encoder  # lazy: the registry imports us
+    if path is None or is_named_spec(path):
+        return resolve_encoder(path, device)  # None: the shipped default (a file, else XFeat)
     path = Path(path)
     state_dict = select_part(load_state_dict_file(path), "encoder", str(path))
     encoder = encoder_from_state_dict(state_dict)

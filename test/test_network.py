@@ -171,12 +171,16 @@ def test_encoder_file_with_wrong_keys_fails_naming_them(tmp_path, damage, needle
     assert needle in str(err.value) and str(path) in str(err.value)
 
 
-def test_missing_default_encoder_names_the_path(tmp_path, monkeypatch):
-    missing = tmp_path / "weights" / "default_encoder.pt"
-    monkeypatch.setattr(network, "DEFAULT_ENCODER_PATH", missing)
-    with pytest.raises(FileNotFoundError, match="default_encoder.pt"):
-        load_encoder(None)
-    assert network.DEFAULT_ENCODER_PATH.name == "default_encoder.pt"
+def test_missing_default_encoder_falls_back_to_xfeat(tmp_path, monkeypatch):
+    from glace_core import encoder_registry
+    monkeypatch.setattr(encoder_registry, "DEFAULT_ENCODER_FILE", tmp_path / "weights" / "default_encoder.pt")
+    encoder = load_encoder(None)
+    assert encoder.out_channels == 64 and encoder.encoder_id.startswith("xfeat")
+
+
+def test_missing_encoder_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.pt"):
+        load_encoder(tmp_path / "nowhere.pt")
 
 
 @pytest.mark.parametrize("kwargs, use_global", [

