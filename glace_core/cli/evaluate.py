@@ -1,0 +1,108 @@
+"""``glace-eval SCENE MAP [options]``: localise the test frames of a scene against a map.
+
+The options are those of GLACE's test_ace.py, with the same names and defaults, plus --device,
+--seed, --num_threads, --split and --global-features-checkpoint. Writes
+``poses_<scene>_<session>.txt`` (world-to-camera poses, the reference's format) and
+``test_<scene>_<session>.txt`` next to the map file, and prints the accuracy. See
+glace_core/evaluation.py for the file formats. Exit codes: 0 done, 2 bad options or data.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _strtobool(text: str) -> bool:
+    from glace_core.cli.train import _strtobool as strtobool
+
+    return strtobool(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="glace-eval", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("scene", type=Path, help="DSAC*-layout scene folder")
+    parser.add_argument("network", type=Path, help="map (head) file to evaluate")
+    parser.add_argument("--scene_id", type=int, default=-1,
+                        help="scene of a multi-scene (rooms) dataset; only -1 (a single scene) is supported")
+    parser.add_argument("--feat_name", default="features.npy", help="global features file in the split folder")
+    parser.add_argument("--encoder_path", default=None,
+                        help="encoder weights file or named encoder ('xfeat', 'ace-random:<seed>'); "
+                             "None: the shipped default encoder")
+    parser.add_argument("--session", "-sid", default="", help="name of this run, appended to the output file names")
+    parser.add_argument("--image_resolution", type=int, default=None,
+                        help="shorter side of the network input (px); default: the resolution the map was trained "
+                             "at (from its sidecar), else 480 as the reference")
+    parser.add_argument("--hypotheses", "-hyps", type=int, default=64, help="RANSAC hypotheses per frame")
+    parser.add_argument("--threshold", "-t", type=float, default=10, help="inlier threshold (px)")
+    parser.add_argument("--inlieralpha", "-ia", type=float, default=100, help="alpha of the soft inlier count")
+    parser.add_argument("--maxpixelerror", "-maxerrr", type=float, default=100,
+                        help="reprojection errors are clamped at this value (px) when scoring")
+    for name, default in (("render_visualization", False), ("render_target_path", "renderings"),
+                          ("render_flipped_portrait", False), ("render_sparse_queries", False),
+                          ("render_pose_error_threshold", 20), ("render_map_depth_filter", 10),
+                          ("render_camera_z_offset", 4), ("render_frame_skip", 1)):
+        kind = _strtobool if isinstance(default, bool) else type(default)
+        parser.add_argument(f"--{name}", type=kind, default=default,
+                            help="accepted for compatibility (glace-ros has no 3D renderer; True is refused)"
+                            if name == "render_visualization" else "accepted for compatibility")
+    parser.add_argument("--split", default="test", help="split folder of the scene to evaluate")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="RANSAC seed (the same for every frame)")
+    parser.add_argument("--num_threads", type=int, default=0, help="RANSAC threads; 0: all cores")
+    parser.add_argument("--global-features-checkpoint", dest="global_features_checkpoint", default=None,
+                        help="R2Former checkpoint to compute global features when the split has no --feat_name")
+    parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    return parser
+
+
+def format_summary(summary: dict) -> str:
+    """The printed report: accuracy percentages, medians, time per frame with its breakdown."""
+    lines = [f"frames: {summary['frames']} (localised: {summary['localised']})"]
+    accuracy = summary.get("accuracy") or {}
+    if summary.get("with_ground_truth"):
+        for key, value in accuracy.items():
+            if key.startswith("pct") or "within" in key or key.endswith("%"):
+                lines.append(f"{key}: {value:.1f}%")
+        lines.append(f"median error: {summary['median_r_deg']:.2f} deg, {summary['median_t_cm']:.1f} cm")
+    else:
+        lines.append("no ground truth: accuracy not computed")
+    t = summary["time_per_frame_s"]
+    lines.append(f"avg time per frame: {summary['avg_time_s'] * 1000:.1f} ms (encoder {t['encoder'] * 1000:.1f} ms, "
+                 f"head {t['head'] * 1000:.1f} ms, RANSAC {t['ransac'] * 1000:.1f} ms)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.scene_id != -1:
+        parser.error("--scene_id: multi-scene (rooms) datasets are not supported; use -1")
+    if args.render_visualization:
+        parser.error("--render_visualization True is not supported (glace-ros has no 3D renderer)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from glace_core.dataset import DatasetError
+    from glace_core.evaluation import evaluate_scene, write_eval_outputs
+
+    try:
+        if not args.scene.is_dir():
+            raise FileNotFoundError(f"scene folder not found: {args.scene}")
+        result = evaluate_scene(
+            args.scene, args.network, split=args.split, encoder_path=args.encoder_path,
+            image_resolution=args.image_resolution, hypotheses=args.hypotheses, threshold=args.threshold,
+            inlier_alpha=args.inlieralpha, max_pixel_error=args.maxpixelerror, feat_name=args.feat_name,
+            device=args.device, seed=args.seed, num_threads=args.num_threads,
+            global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress)
+        poses_path, test_path = write_eval_outputs(result, args.network, args.session)
+    except (ValueError, FileNotFoundError, DatasetError) as exc:
+        print(f"glace-eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_summary(result.summary))
+    print(f"wrote {poses_path} and {test_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

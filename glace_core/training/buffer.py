@@ -1,0 +1,120 @@
+"""The training buffer: encoder features of sampled cells, each with what the loss needs.
+
+Each pass encodes every mapping image once, in random order (batch 1; fp16 autocast only on
+CUDA), after augmentation (``glace_core.training.augment``). The valid mask is sampled at the cell
+centres (nearest neighbour onto the feature grid) and ``samples_per_image`` cells are drawn with
+replacement, uniformly over the valid cells (multinomial). Passes repeat until the buffer holds
+``training_buffer_size`` rows.
+
+A row: local feature (C,) fp16; ``target_px`` (2,) = ``stride * (x + 0.5, y + 0.5)`` for cell
+(x, y) (continuous pixel coordinates, pixel centres at i + 0.5; stride 8 gives (8x+4, 8y+4));
+``world_to_cam`` (3, 4); ``K`` and ``K_inv`` (3, 3) of the augmented image; ``img_idx``, the index
+of the frame in the dataset (to look up its global feature at batch time).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from glace_core.training.augment import augment_image
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingBuffer:
+    features: torch.Tensor  # (N, C) float16
+    target_px: torch.Tensor  # (N, 2) float32
+    world_to_cam: torch.Tensor  # (N, 3, 4) float32
+    K: torch.Tensor  # (N, 3, 3) float32
+    K_inv: torch.Tensor  # (N, 3, 3) float32
+    img_idx: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows at ``index`` (B,) as a dict of (B, ...) tensors."""
+        return {"features": self.features[index], "target_px": self.target_px[index],
+                "world_to_cam": self.world_to_cam[index], "K": self.K[index], "K_inv": self.K_inv[index],
+                "img_idx": self.img_idx[index]}
+
+
+def cell_mask(mask: np.ndarray, grid_hw: tuple[int, int], stride: int) -> np.ndarray:
+    """Nearest-neighbour resize of a pixel mask (H, W) to the feature grid (h, w): the mask at each
+    cell centre (pixel ``stride * (x + 0.5)``, clamped to the image)."""
+    h, w = grid_hw
+    rows = np.minimum(stride * np.arange(h) + stride // 2, mask.shape[0] - 1)
+    cols = np.minimum(stride * np.arange(w) + stride // 2, mask.shape[1] - 1)
+    return mask[np.ix_(rows, cols)]
+
+
+def cell_targets(grid_hw: tuple[int, int], stride: int) -> np.ndarray:
+    """(h * w, 2) pixel of every cell in row-major order: ``stride * (x + 0.5), stride * (y + 0.5)``."""
+    h, w = grid_hw
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return (stride * (np.stack((xs, ys), axis=-1).reshape(-1, 2) + 0.5)).astype(np.float32)
+
+
+def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Module, *, buffer_size: int,
+                          samples_per_image: int, image_resolution: int, use_aug: bool, aug_scale: float,
+                          aug_rotation: float, device: torch.device, rng: np.random.Generator,
+                          generator: torch.Generator, progress: bool = True) -> TrainingBuffer:
+    """Fill a TrainingBuffer of ``buffer_size`` rows from the frames ``frame_indices`` of ``dataset``
+    (anything with ``load_rgb(i)`` and ``[i]`` giving ``pose`` (4, 4) cam-to-world and ``K`` (3, 3))."""
+    from tqdm import tqdm
+
+    if not frame_indices:
+        raise ValueError("the training buffer needs at least one mapping frame")
+    stride = int(getattr(encoder, "stride", 8))
+    channels = int(encoder.out_channels)
+    use_amp = device.type == "cuda"
+    buf = TrainingBuffer(
+        features=torch.empty(buffer_size, channels, dtype=torch.float16, device=device),
+        target_px=torch.empty(buffer_size, 2, dtype=torch.float32, device=device),
+        world_to_cam=torch.empty(buffer_size, 3, 4, dtype=torch.float32, device=device),
+        K=torch.empty(buffer_size, 3, 3, dtype=torch.float32, device=device),
+        K_inv=torch.empty(buffer_size, 3, 3, dtype=torch.float32, device=device),
+        img_idx=torch.empty(buffer_size, dtype=torch.int64, device=device))
+    filled, passes = 0, 0
+    bar = tqdm(total=buffer_size, disable=not progress, desc="training buffer", unit="row", unit_scale=True)
+    try:
+        while filled < buffer_size:
+            passes += 1
+            added_this_pass = 0
+            for i in rng.permutation(np.asarray(frame_indices)):
+                if filled >= buffer_size:
+                    break
+                frame = dataset[int(i)]
+                aug = augment_image(dataset.load_rgb(int(i)), frame.K, frame.pose, image_resolution,
+                                    use_aug=use_aug, aug_scale=aug_scale, aug_rotation=aug_rotation, rng=rng)
+                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    feats = encoder(aug.image.to(device))  # (1, C, h, w)
+                grid = tuple(feats.shape[-2:])
+                valid = torch.from_numpy(cell_mask(aug.mask, grid, stride).reshape(-1).astype(np.float32))
+                if valid.sum() == 0:
+                    continue
+                n = min(samples_per_image, buffer_size - filled)
+                cells = torch.multinomial(valid, n, replacement=True, generator=generator)
+                rows = slice(filled, filled + n)
+                buf.features[rows] = feats[0].reshape(channels, -1)[:, cells.to(device)].t().to(torch.float16)
+                buf.target_px[rows] = torch.from_numpy(cell_targets(grid, stride))[cells].to(device)
+                w2c = np.linalg.inv(aug.cam_to_world)[:3]
+                buf.world_to_cam[rows] = torch.from_numpy(w2c).float().to(device)
+                buf.K[rows] = torch.from_numpy(aug.K).float().to(device)
+                buf.K_inv[rows] = torch.from_numpy(np.linalg.inv(aug.K)).float().to(device)
+                buf.img_idx[rows] = int(i)
+                filled += n
+                added_this_pass += n
+                bar.update(n)
+            if added_this_pass == 0:
+                raise ValueError("no mapping frame has a valid cell to sample (every mask is empty)")
+    finally:
+        bar.close()
+    _logger.info("training buffer: %d rows from %d frames in %d passes", filled, len(frame_indices), passes)
+    return buf

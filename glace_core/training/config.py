@@ -1,0 +1,171 @@
+"""Options of map training (``glace-train``): the reference train_ace.py options plus our own.
+
+``TrainConfig`` holds every option of GLACE's train_ace.py with the same name and default (the
+"paper" preset), plus ``device``, ``seed`` and ``preset``. The CLI builds one flag per field
+(``glace_core.cli.train``), so the two cannot drift apart.
+
+Presets layer values over the paper defaults; options given explicitly win over the preset:
+``TrainConfig.from_preset("cpu", max_iterations=500)``.
+
+The ``cpu`` preset: map a ~200-frame 480x640 scene in about two minutes on 2 CPU cores.
+Measured here (2 shared cores, load average ~1.2): the paper head (768 wide, 1 block, 768 input
+channels) costs ~1.2 s per iteration at batch 5120, so the paper's 30000 iterations of 40960 would
+take days. On a 200-frame 480x640 synthetic box room (test/pretraining_fixtures.write_box_scene,
+seed 5000) the preset took 9.5 s for the buffer and 80 s for 1000 iterations (0.08 s each). What it
+changes, and why:
+
+- ``encoder_path="default"``: the shipped default encoder (XFeat, 64 channels; BENCHMARKS.md
+  "Encoders"). The official ACE encoder file is not shipped; XFeat encodes a 480x640 frame in ~22 ms.
+- ``global_feat=False``: no R2Former checkpoint ships and DeiT-S costs about a second per frame on
+  CPU; a single small scene needs little global conditioning (ACE has none). It also shrinks the
+  head input from 320 to 64 channels. Pass ``--global_feat True`` with a features.npy to use it.
+- ``head_channels=256`` (mlp_ratio 1, 1 block): ~10x fewer multiply-adds per row than the paper head.
+- ``batch_size=4096``, ``max_iterations=1000``: ~4M sampled cells, 0.08 s per iteration.
+- ``training_buffer_size=400_000`` with ``samples_per_image=1024``: two passes over 200 frames.
+- ``image_resolution=240``: at 480 the same scene did not converge in 500-1000 iterations (median
+  training error stayed ~400 px: most errors sit far outside the 50-px soft clamp, where tanh gives
+  no gradient); at 240 it fits to 7-16 px. Localise at the same resolution (glace-eval warns when
+  ``--image_resolution`` differs from the map's).
+- ``use_aug=False``: with 1000 iterations augmentation cost more than it gave: on the scene above,
+  median test error 40 cm / 7.7 deg without it and 126 cm / 31 deg with it (training fit 6.6 px vs
+  16.4 px). One synthetic scene: pass ``--use_aug True`` for longer runs.
+- ``use_half`` stays True: it only has an effect on CUDA.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Optional
+
+#: The reference's default encoder file name (train_ace.py ``--encoder_path``).
+REFERENCE_ENCODER_PATH = "./ace_encoder_pretrained.pt"
+LOSS_TYPES = ("l1", "l1+sqrt", "l1+log", "tanh", "dyntanh")
+LOSS_SCHEDULES = ("circle", "linear")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Map-training options; field names and defaults are those of GLACE's train_ace.py."""
+
+    # GLACE additions
+    global_feat: bool = True  # condition the head on the split's global features (features.npy)
+    feat_name: str = "features.npy"  # file name of the global features inside each split folder
+    feat_noise_std: float = 0.1  # std of the Gaussian noise added to global features in training
+    num_decoder_clusters: int = 1  # K > 1: position decoder over K KMeans centres of the cameras
+    head_channels: int = 768  # head width h
+    mlp_ratio: float = 1.0  # head block width = int(h * mlp_ratio)
+    # model and optimisation
+    encoder_path: str = REFERENCE_ENCODER_PATH  # encoder file, or "default"/"xfeat"/"ace-random:<seed>"
+    num_head_blocks: int = 1  # residual blocks of the head after res3
+    learning_rate_min: float = 0.0005  # accepted like the reference, which does not use it (OneCycle)
+    learning_rate_max: float = 0.005  # OneCycle peak learning rate
+    training_buffer_size: int = 16_000_000  # rows (sampled cells) in the training buffer
+    samples_per_image: int = 1024  # cells drawn per image and pass
+    batch_size: int = 40960  # cells per optimiser step
+    max_iterations: int = 30000  # optimiser steps
+    # reprojection loss
+    repro_loss_hard_clamp: int = 1000  # errors above this (px) count as invalid
+    repro_loss_soft_clamp: int = 50  # soft clamp of the robust loss at the start (px)
+    repro_loss_soft_clamp_min: int = 1  # soft clamp at the end (dyntanh)
+    repro_loss_type: str = "dyntanh"  # one of LOSS_TYPES
+    repro_loss_schedule: str = "circle"  # one of LOSS_SCHEDULES (dyntanh clamp schedule)
+    # precision and augmentation
+    use_half: bool = True  # fp16 autocast + GradScaler (CUDA only; ignored on CPU)
+    use_homogeneous: bool = True  # head predicts homogeneous coordinates
+    use_aug: bool = True  # scale/rotation/brightness/contrast augmentation in the buffer
+    aug_rotation: int = 15  # max rotation (degrees) of the augmentation
+    aug_scale: float = 1.5  # scale factor range [1/aug_scale, aug_scale]
+    image_resolution: int = 480  # shorter side of the network input (px)
+    # depth handling in the loss
+    depth_min: float = 0.1  # predictions closer than this (m) are invalid
+    depth_target: float = 10  # invalid predictions are pulled to this depth (m) along the pixel ray
+    depth_max: float = 1000  # predictions farther than this (m) are invalid
+    # training on one spatial cluster of the mapping frames
+    num_clusters: Optional[int] = None  # split the training frames into this many KMeans clusters
+    cluster_idx: Optional[int] = None  # train only on the frames of this cluster
+    # rendering (the reference's 3D visualisation; accepted for compatibility, True is refused)
+    render_visualization: bool = False
+    render_target_path: str = "renderings"
+    render_flipped_portrait: bool = False
+    render_map_error_threshold: int = 10
+    render_map_depth_filter: int = 10
+    render_camera_z_offset: int = 4
+    # ours
+    device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
+    seed: int = 42  # each distributed rank uses seed + rank
+    preset: str = "paper"  # the preset these values were built from (PRESETS)
+
+    @classmethod
+    def from_preset(cls, preset: str = "paper", **overrides: Any) -> "TrainConfig":
+        """The paper defaults, then ``PRESETS[preset]``, then ``overrides`` (explicit options)."""
+        if preset not in PRESETS:
+            raise ValueError(f"unknown training preset {preset!r}; valid presets: {sorted(PRESETS)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown training options {unknown}")
+        config = replace(cls(), **{**PRESETS[preset], **overrides, "preset": preset})
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first option outside its valid range."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown training preset {self.preset!r}; valid presets: {sorted(PRESETS)}")
+        for name in ("feat_noise_std", "learning_rate_min"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"training option {name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("num_decoder_clusters", "head_channels", "mlp_ratio", "learning_rate_max",
+                     "training_buffer_size", "samples_per_image", "batch_size", "max_iterations",
+                     "repro_loss_hard_clamp", "repro_loss_soft_clamp", "aug_scale", "image_resolution",
+                     "depth_min", "depth_target", "depth_max"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"training option {name} must be > 0, got {getattr(self, name)!r}")
+        if self.num_head_blocks < 0 or self.repro_loss_soft_clamp_min < 0 or self.aug_rotation < 0:
+            raise ValueError("num_head_blocks, repro_loss_soft_clamp_min and aug_rotation must be >= 0, got "
+                             f"{self.num_head_blocks}, {self.repro_loss_soft_clamp_min}, {self.aug_rotation}")
+        if self.aug_scale < 1:
+            raise ValueError(f"aug_scale must be >= 1 (1 disables scaling), got {self.aug_scale}")
+        if self.image_resolution < 16:
+            raise ValueError(f"image_resolution must be at least 16 px, got {self.image_resolution}")
+        if self.depth_min >= self.depth_max:
+            raise ValueError(f"depth_min ({self.depth_min}) must be smaller than depth_max ({self.depth_max})")
+        if self.repro_loss_type not in LOSS_TYPES:
+            raise ValueError(f"repro_loss_type must be one of {LOSS_TYPES}, got {self.repro_loss_type!r}")
+        if self.repro_loss_schedule not in LOSS_SCHEDULES:
+            raise ValueError(f"repro_loss_schedule must be one of {LOSS_SCHEDULES}, "
+                             f"got {self.repro_loss_schedule!r}")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
+        if self.training_buffer_size < self.batch_size:
+            raise ValueError(f"training_buffer_size ({self.training_buffer_size}) must be at least "
+                             f"batch_size ({self.batch_size})")
+        if (self.num_clusters is None) != (self.cluster_idx is None):
+            raise ValueError("num_clusters and cluster_idx must be given together, got "
+                             f"num_clusters={self.num_clusters}, cluster_idx={self.cluster_idx}")
+        if self.num_clusters is not None and not 0 <= self.cluster_idx < self.num_clusters:
+            raise ValueError(f"cluster_idx must be in [0, num_clusters={self.num_clusters}), got {self.cluster_idx}")
+        if self.render_visualization:
+            raise ValueError("render_visualization True is not supported: glace-ros has no 3D renderer "
+                             "(the render_* options are accepted for compatibility only)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: Values each preset layers over the paper defaults (see the module docstring for the reasons).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {
+        "encoder_path": "default",
+        "global_feat": False,
+        "head_channels": 256,
+        "num_head_blocks": 1,
+        "batch_size": 4096,
+        "max_iterations": 1000,
+        "training_buffer_size": 400_000,
+        "samples_per_image": 1024,
+        "image_resolution": 240,
+        "use_aug": False,
+    },
+}

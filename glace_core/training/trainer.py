@@ -1,0 +1,385 @@
+"""Map training: fit a scene-specific GLACE head on a frozen encoder (GLACE_SPEC.md section c).
+
+``train_map(config, dataset, output_path)`` takes any object with the ``SceneSplit`` interface
+(``len``, ``[i]`` -> frame with ``pose`` (4, 4) cam-to-world and ``K`` (3, 3), ``poses``,
+``load_rgb(i)``, ``global_features(...)``), so a bag reader can feed frames without writing a
+DSAC* folder. Only the head is trained: AdamW (weight decay 0.01) with OneCycleLR (peak
+``learning_rate_max``, ``max_iterations`` steps, no momentum cycling); the schedule steps only when
+the optimiser stepped (GradScaler may skip steps under fp16 autocast, which is used on CUDA only).
+Each epoch visits the buffer in a fresh random order, in batches of ``batch_size`` rows (an
+incomplete last batch is dropped). Global features are looked up by ``img_idx``, get Gaussian noise
+(``feat_noise_std``) and are L2-renormalised.
+
+Batch layout: rows ``(B, C)`` are viewed as ``(B/512, C, 16, 32)`` (the reference's layout; a
+channels-last view, no copy) when B is a multiple of 512, else as ``(1, C, 1, B)``. A 1x1-conv head
+gives the same per-row result either way.
+
+Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised (gloo on CPU,
+nccl on CUDA), the head is wrapped in DistributedDataParallel, every rank builds its own buffer with
+``seed + rank`` and only rank 0 writes the map.
+
+Interruption: SIGTERM and SIGINT raise ``TrainingInterrupted``; the map is only ever written at the
+end, atomically (temporary file + rename), so an interrupted run leaves no file at the output path.
+Signals that arrive while the map is being written are held until the write has finished.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from glace_core.head import GlaceHead
+from glace_core.training.buffer import TrainingBuffer, build_training_buffer
+from glace_core.training.config import REFERENCE_ENCODER_PATH, TrainConfig
+from glace_core.training.loss import reprojection_loss
+
+_logger = logging.getLogger(__name__)
+CELLS_PER_BLOCK = 512  # rows per (16, 32) block of the reference batch layout
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class TrainingInterrupted(BaseException):
+    """Training was stopped by a signal (SIGTERM/SIGINT); ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"training interrupted by {signal.Signals(self.signum).name}")
+
+
+@dataclass
+class TrainResult:
+    output_path: Path | None  # the written map (None on ranks other than 0)
+    iterations: int
+    frames: int  # mapping frames used
+    buffer_rows: int
+    buffer_seconds: float
+    train_seconds: float
+    final_loss: float
+    final_median_px: float
+    world_size: int
+
+
+@contextmanager
+def interrupt_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT raise TrainingInterrupted (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise TrainingInterrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in _SIGNALS}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGTERM/SIGINT until the block ends (they are delivered afterwards)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_SIGNALS))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" -> cuda if available else cpu; "cuda" without CUDA raises ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was requested but CUDA is not available")
+    return dev
+
+
+def _distributed_context(device: str) -> tuple[int, int, torch.device, bool]:
+    """(rank, world_size, device, initialised_here); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    initialised = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        initialised = True
+    return rank, world, dev, initialised
+
+
+def resolve_training_encoder(spec: str, device: torch.device) -> nn.Module:
+    """The frozen encoder named by ``--encoder_path`` (a file or a named encoder, see encoder_registry)."""
+    from glace_core.encoder_registry import is_named_spec, resolve_encoder
+
+    if spec == REFERENCE_ENCODER_PATH and not Path(spec).exists():
+        raise FileNotFoundError(
+            f"encoder file {spec} (the reference's default --encoder_path) not found; pass "
+            "--encoder_path PATH_TO/ace_encoder_pretrained.pt, or --encoder_path default for the shipped "
+            "default encoder (or use --preset cpu, which does)")
+    if not is_named_spec(spec) and not Path(spec).is_file():
+        raise FileNotFoundError(f"--encoder_path {spec}: file not found")
+    encoder = resolve_encoder(spec, device)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    return encoder.eval()
+
+
+def load_global_features(dataset, feat_name: str) -> np.ndarray | None:
+    """(N, G) float32 global features of ``dataset`` from ``feat_name`` (None if it has none)."""
+    method = getattr(dataset, "global_features", None)
+    if method is None:
+        return None
+    try:
+        takes_name = len(inspect.signature(method).parameters) >= 1
+    except (TypeError, ValueError):
+        takes_name = False
+    if takes_name:
+        feats = method(feat_name)
+    elif feat_name == TrainConfig.feat_name:
+        feats = method()
+    else:
+        raise ValueError(f"--feat_name {feat_name}: this dataset only provides {TrainConfig.feat_name}")
+    if feats is None:
+        return None
+    feats = np.asarray(feats, dtype=np.float32)
+    if feats.ndim != 2 or feats.shape[0] != len(dataset):
+        raise ValueError(f"global features {feat_name} have shape {feats.shape}, expected ({len(dataset)}, G) "
+                         "(one row per image, sorted order)")
+    if not np.all(np.isfinite(feats)):
+        raise ValueError(f"global features {feat_name} contain NaN or infinite values")
+    return feats
+
+
+def select_frames(poses: np.ndarray, num_clusters: int | None = None, cluster_idx: int | None = None) -> list[int]:
+    """Indices of the frames with a finite, rigid cam-to-world pose (N, 4, 4); with ``num_clusters``
+    only those in cluster ``cluster_idx`` of KMeans(num_clusters, random_state=0) over their camera
+    centres (cluster labels as KMeans numbers them)."""
+    poses = np.asarray(poses, dtype=np.float64)
+    ok = [i for i, p in enumerate(poses)
+          if np.all(np.isfinite(p)) and abs(np.linalg.det(p[:3, :3]) - 1.0) < 1e-3]
+    if len(ok) < len(poses):
+        _logger.warning("skipping %d of %d mapping frames with an invalid pose", len(poses) - len(ok), len(poses))
+    if num_clusters is None:
+        return ok
+    if len(ok) < num_clusters:
+        raise ValueError(f"num_clusters={num_clusters} exceeds the {len(ok)} frames with a valid pose")
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=num_clusters, random_state=0).fit_predict(poses[ok, :3, 3])
+    chosen = [i for i, label in zip(ok, labels) if label == cluster_idx]
+    _logger.info("cluster %d of %d: %d frames", cluster_idx, num_clusters, len(chosen))
+    return chosen
+
+
+def decoder_centres(centres: np.ndarray, k: int) -> np.ndarray:
+    """(K, 3) offsets of the head: the mean camera centre (K = 1) or KMeans(K, random_state=0) centres."""
+    centres = np.asarray(centres, dtype=np.float32)
+    if k == 1:
+        return centres.mean(axis=0, keepdims=True)
+    if len(centres) < k:
+        raise ValueError(f"num_decoder_clusters={k} exceeds the {len(centres)} mapping frames")
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, random_state=0).fit(centres).cluster_centers_.astype(np.float32)
+
+
+def rows_to_grid(rows: torch.Tensor) -> torch.Tensor:
+    """(B, C) -> (B/512, C, 16, 32) if B % 512 == 0 else (1, C, 1, B); a view (channels-last), no copy."""
+    b, c = rows.shape
+    if b % CELLS_PER_BLOCK == 0:
+        return rows.view(b // CELLS_PER_BLOCK, 16, 32, c).permute(0, 3, 1, 2)
+    return rows.view(1, 1, b, c).permute(0, 3, 1, 2)
+
+
+def grid_to_rows(grid: torch.Tensor) -> torch.Tensor:
+    """Inverse of rows_to_grid: (n, C, h, w) -> (n*h*w, C)."""
+    return grid.permute(0, 2, 3, 1).reshape(-1, grid.shape[1])
+
+
+def _noisy_global(global_feats: torch.Tensor | None, img_idx: torch.Tensor, std: float,
+                  generator: torch.Generator) -> torch.Tensor | None:
+    if global_feats is None:
+        return None
+    g = global_feats[img_idx]
+    if std > 0:
+        g = g + std * torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+    return F.normalize(g, dim=1)
+
+
+def build_optimizer(params, config: TrainConfig):
+    """AdamW (weight decay 0.01) and OneCycleLR (peak learning_rate_max over max_iterations, no
+    momentum cycling; starts at peak/25, ends at peak/25/1e4). learning_rate_min is overwritten by
+    the schedule, as in the reference."""
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate_min, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate_max,
+                                                    total_steps=config.max_iterations, cycle_momentum=False)
+    return optimizer, scheduler
+
+
+def train_head(head: GlaceHead, model: nn.Module, buffer: TrainingBuffer, global_feats: torch.Tensor | None,
+               config: TrainConfig, device: torch.device, generator: torch.Generator, *, show: bool = True,
+               log: bool = True) -> tuple[float, float]:
+    """Optimise ``head`` (through ``model``, the head or its DDP wrapper) on ``buffer``.
+
+    show: a tqdm bar; log: a progress log line every 10 % of the iterations.
+
+    Returns (last loss, last median reprojection error in px).
+    """
+    from tqdm import tqdm
+
+    use_amp = device.type == "cuda" and config.use_half
+    optimizer, scheduler = build_optimizer(head.parameters(), config)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    head.train()
+    n, b = len(buffer), config.batch_size
+    order, position = torch.randperm(n, generator=generator, device=device), 0
+    loss_value, median_px = float("nan"), float("nan")
+    bar = tqdm(range(config.max_iterations), desc="training", disable=not show)
+    log_every = max(1, config.max_iterations // 10)
+    for it in bar:
+        if position + b > n:
+            order, position = torch.randperm(n, generator=generator, device=device), 0
+        rows = buffer.rows(order[position:position + b])
+        position += b
+        features = rows["features"] if use_amp else rows["features"].float()
+        g = _noisy_global(global_feats, rows["img_idx"], config.feat_noise_std, generator)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            pred = model(rows_to_grid(features), None if g is None else rows_to_grid(g.to(features.dtype)))
+        loss, stats = reprojection_loss(
+            grid_to_rows(pred.float()), rows["world_to_cam"], rows["K"], rows["K_inv"], rows["target_px"],
+            loss_type=config.repro_loss_type, soft_clamp=config.repro_loss_soft_clamp,
+            soft_clamp_min=config.repro_loss_soft_clamp_min, hard_clamp=config.repro_loss_hard_clamp,
+            depth_min=config.depth_min, depth_max=config.depth_max, depth_target=config.depth_target,
+            iteration=it, total=config.max_iterations, schedule=config.repro_loss_schedule)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scale_before = scaler.get_scale()
+        scaler.step(optimizer)
+        scaler.update()
+        if not use_amp or scaler.get_scale() >= scale_before:  # the optimiser stepped
+            scheduler.step()
+        loss_value, median_px = float(loss.detach()), stats["median_px"]
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"training loss became {loss_value} at iteration {it}")
+        if show:
+            bar.set_postfix(loss=f"{loss_value:.3g}", px=f"{median_px:.1f}", refresh=False)
+        if log:
+            if (it + 1) % log_every == 0:
+                _logger.info("iteration %d/%d loss %.4g median error %.2f px valid %.2f lr %.3g", it + 1,
+                             config.max_iterations, loss_value, median_px, stats["valid_fraction"],
+                             scheduler.get_last_lr()[0])
+    bar.close()
+    return loss_value, median_px
+
+
+def train_map(config: TrainConfig, dataset, output_path: str | os.PathLike, *, progress: bool = True,
+              metadata: dict[str, Any] | None = None) -> TrainResult:
+    """Train a map on ``dataset`` (SceneSplit interface) and write it to ``output_path`` (rank 0).
+
+    metadata: extra sidecar entries (e.g. where the frames came from). Raises ValueError for bad
+    options or data, FileNotFoundError for a missing encoder, TrainingInterrupted on SIGTERM/SIGINT.
+    """
+    config.validate()
+    output_path = Path(output_path)
+    with interrupt_on_signals():
+        rank, world, device, initialised = _distributed_context(config.device)
+        try:
+            return _train(config, dataset, output_path, rank, world, device, progress, metadata or {})
+        finally:
+            if initialised and dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: int, device: torch.device,
+           progress: bool, metadata: dict[str, Any]) -> TrainResult:
+    from glace_core.encoder_registry import encoder_sidecar_entry
+    from glace_core.map_files import save_head
+
+    seed = config.seed + rank
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    cpu_generator = torch.Generator().manual_seed(seed)
+    device_generator = torch.Generator(device=device).manual_seed(seed)
+    if len(dataset) == 0:
+        raise ValueError("the mapping dataset has no frames")
+    poses = np.asarray(dataset.poses, dtype=np.float64)
+    frames = select_frames(poses, config.num_clusters, config.cluster_idx)
+    if not frames:
+        raise ValueError("no mapping frame with a valid pose (cluster selection included)")
+
+    global_np = None
+    if config.global_feat:
+        global_np = load_global_features(dataset, config.feat_name)
+        if global_np is None:
+            raise ValueError(f"--global_feat is True but the mapping split has no {config.feat_name}; run "
+                             "glace-extract-features on the scene first, or pass --global_feat False")
+    encoder = resolve_training_encoder(config.encoder_path, device)
+    encoder_entry = encoder_sidecar_entry(encoder)
+    head = GlaceHead(local_channels=encoder.out_channels,
+                     global_channels=0 if global_np is None else global_np.shape[1],
+                     head_channels=config.head_channels, mlp_ratio=config.mlp_ratio,
+                     num_head_blocks=config.num_head_blocks, use_homogeneous=config.use_homogeneous,
+                     num_decoder_clusters=config.num_decoder_clusters)
+    head.set_centers(decoder_centres(poses[frames, :3, 3], config.num_decoder_clusters))
+    head.to(device)
+    show = progress and rank == 0
+
+    t0 = time.perf_counter()
+    buffer = build_training_buffer(
+        dataset, frames, encoder, buffer_size=config.training_buffer_size,
+        samples_per_image=config.samples_per_image, image_resolution=config.image_resolution,
+        use_aug=config.use_aug, aug_scale=config.aug_scale, aug_rotation=config.aug_rotation, device=device,
+        rng=rng, generator=cpu_generator, progress=show)
+    buffer_seconds = time.perf_counter() - t0
+    del encoder
+    global_feats = None if global_np is None else torch.from_numpy(global_np).to(device)
+
+    model: nn.Module = head
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
+    t1 = time.perf_counter()
+    loss, median_px = train_head(head, model, buffer, global_feats, config, device, device_generator,
+                                 show=show, log=rank == 0)
+    train_seconds = time.perf_counter() - t1
+    _logger.info("rank %d: buffer %.1f s, training %.1f s (%.3f s/iteration), last loss %.4g, median %.2f px",
+                 rank, buffer_seconds, train_seconds, train_seconds / config.max_iterations, loss, median_px)
+
+    written = None
+    if rank == 0:
+        head.eval()
+        info = {"made_by": "glace-train", "config": config.to_dict(), "frames": len(frames),
+                "buffer_rows": len(buffer), "world_size": world, "buffer_seconds": round(buffer_seconds, 2),
+                "train_seconds": round(train_seconds, 2), "final_loss": loss, "final_median_px": median_px}
+        sidecar = {**metadata, "encoder": encoder_entry,
+                   "training": info}
+        with signals_held():
+            save_head(head, output_path, sidecar)
+        written = output_path
+    if world > 1:
+        dist.barrier()
+    return TrainResult(written, config.max_iterations, len(frames), len(buffer), buffer_seconds, train_seconds,
+                       loss, median_px, world)
+
