@@ -1,0 +1,235 @@
+"""Inference-optimised encoder + head for CPU: same scene coordinates as the plain modules, less time.
+
+``FastRegressor(encoder, head)`` computes exactly what ``head(encoder(image), global_features)``
+computes (within float32 round-off, <= 1e-4 relative) with these changes, each measured on the
+2-core AVX-512 machine (BENCHMARKS.md "Inference (CPU)"):
+
+- **channels-last** (NHWC) weights and activations: oneDNN's direct convolutions run without the
+  NCHW <-> blocked reorders around every layer (encoder ~0.8x of plain NCHW).
+- **Global input folded into a bias**: the global descriptor ``g`` (N, G) is the same for every
+  cell, so ``res3_conv1([g | f]) = W_f f + (W_g g + b)``; the G = 256 global input channels of the
+  first head layer (and of ``head_skip`` when it is a convolution) are computed once per image
+  instead of once per cell. The identity skip still adds ``[g | f]``.
+- **Frozen oneDNN graph**: the whole encoder + head is traced once per input shape,
+  ``torch.jit.freeze`` folds the weights into constants and ``optimize_for_inference`` fuses
+  conv + ReLU and keeps activations in oneDNN's blocked layout between layers. The traced graph is
+  cached per (image shape, global shape); a trace that fails falls back to the eager channels-last
+  path (logged once).
+
+Kept out on purpose: the 1x1 head as ``torch.addmm`` on (HW, C) rows (MKL's sgemm reaches about
+half of oneDNN's convolution throughput on this AMD CPU: measured slower), ``torch.compile``
+(not measured: the frozen graph already runs the convolutions at oneDNN's rate), reduced precision
+(not within 1e-4). On CUDA the wrapper runs the plain modules (the caller's autocast applies).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["FastInferenceConfig", "FoldedHead", "FastRegressor", "freeze_for_inference"]
+
+
+def freeze_for_inference(module: nn.Module, args: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
+    """``module`` traced on ``args``, frozen and optimised for oneDNN inference; valid for these shapes only.
+
+    Runs the graph once (building the oneDNN primitives). Raises whatever tracing raises.
+    """
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(module.eval(), args, check_trace=False)
+        graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        graph(*args)
+    return graph
+
+
+@dataclass(frozen=True)
+class FastInferenceConfig:
+    """Which optimisations FastRegressor applies (all on by default; each can be switched off to measure it)."""
+
+    channels_last: bool = True  # NHWC weights and activations
+    fold_global: bool = True  # the global descriptor's share of the first head layer as a per-image bias
+    freeze: bool = True  # torch.jit trace + freeze + optimize_for_inference, cached per input shape
+    max_cached_shapes: int = 4  # traced graphs kept (one per image size)
+    num_threads: int = 0  # >0: torch.set_num_threads at construction; 0: leave torch's setting
+
+
+def _conv_parts(conv: nn.Conv2d, split: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A 1x1 conv over ``[g (split) | f]`` as (W_g (out, split), W_f (out, in-split, 1, 1), bias (out,))."""
+    w = conv.weight.detach().float()
+    b = conv.bias.detach().float() if conv.bias is not None else torch.zeros(w.shape[0], device=w.device)
+    return w[:, :split, 0, 0].clone(), w[:, split:].clone(), b.clone()
+
+
+class FoldedHead(nn.Module):
+    """A GlaceHead rewritten for inference: ``forward(features (N, C, h, w), global (N, G) or None)``
+    -> scene coordinates ``(N, 3, h, w)`` float32.
+
+    The first layer (and a convolutional ``head_skip``) only sees the C local channels; the G global
+    channels enter as a per-image bias ``W_g g``. Identical to ``GlaceHead.forward`` up to float
+    round-off. Heads without global input keep their layers unchanged.
+    """
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.global_channels = int(head.global_channels)
+        self.local_channels = int(head.local_channels)
+        self.use_homogeneous = bool(head.use_homogeneous)
+        self.num_decoder_clusters = int(head.num_decoder_clusters)
+        self.identity_skip = isinstance(head.head_skip, nn.Identity)
+        g = self.global_channels
+        w_g, w_f, b = _conv_parts(head.res3_conv1, g)
+        self.first = nn.Conv2d(self.local_channels, w_f.shape[0], 1)
+        self.first.weight.data.copy_(w_f)
+        self.first.bias.data.copy_(b if g == 0 else torch.zeros_like(b))
+        self.register_buffer("first_global_weight", w_g)  # (h, G)
+        self.register_buffer("first_global_bias", b)
+        if not self.identity_skip:
+            s_g, s_f, s_b = _conv_parts(head.head_skip, g)
+            self.skip = nn.Conv2d(self.local_channels, s_f.shape[0], 1)
+            self.skip.weight.data.copy_(s_f)
+            self.skip.bias.data.copy_(s_b if g == 0 else torch.zeros_like(s_b))
+            self.register_buffer("skip_global_weight", s_g)
+            self.register_buffer("skip_global_bias", s_b)
+        self.res3_conv2, self.res3_conv3 = head.res3_conv2, head.res3_conv3
+        self.blocks = nn.ModuleList(nn.ModuleList(block) for block in head._blocks())
+        self.fc1, self.fc2, self.fc3 = head.fc1, head.fc2, head.fc3
+        self.fcc = getattr(head, "fcc", None)
+        if self.use_homogeneous:
+            self.h_beta = float(head.h_beta.item())
+            self.max_inv_scale = float(head.max_inv_scale.item())
+            self.min_inv_scale = float(head.min_inv_scale.item())
+        if self.num_decoder_clusters > 1:
+            self.register_buffer("centers", head.centers.detach().float().clone())
+        else:
+            self.register_buffer("mean", head.mean.detach().float().clone())
+
+    def forward(self, features: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
+        """features ``(N, C, h, w)`` float32; global_features ``(N, G)`` (None without global input)."""
+        if self.global_channels:
+            n = features.shape[0]
+            gvec = global_features.to(features.dtype)
+            first_bias = F.linear(gvec, self.first_global_weight, self.first_global_bias)[:, :, None, None]
+            y = F.relu(self.first(features) + first_bias)
+            if self.identity_skip:
+                shape = (n, self.global_channels, features.shape[2], features.shape[3])
+                skip = torch.cat((gvec[:, :, None, None].expand(shape), features), dim=1)
+            else:
+                skip_bias = F.linear(gvec, self.skip_global_weight, self.skip_global_bias)[:, :, None, None]
+                skip = self.skip(features) + skip_bias
+        else:
+            y = F.relu(self.first(features))
+            skip = features if self.identity_skip else self.skip(features)
+        y = F.relu(self.res3_conv2(y))
+        y = F.relu(self.res3_conv3(y))
+        res = skip + y
+        for c0, c1, c2 in self.blocks:
+            y = F.relu(c0(res))
+            y = F.relu(c1(y))
+            y = F.relu(c2(y))
+            res = res + y
+        s = F.relu(self.fc1(res))
+        s = F.relu(self.fc2(s))
+        if self.num_decoder_clusters > 1:
+            weights = F.softmax(self.fcc(s), dim=1)
+            offset = torch.sum(weights.unsqueeze(2) * self.centers, dim=1)
+        else:
+            offset = self.mean
+        sc = self.fc3(s)
+        if self.use_homogeneous:
+            h_w = F.softplus(sc[:, 3:4], beta=self.h_beta) + self.max_inv_scale
+            h_w = torch.clamp(h_w, max=self.min_inv_scale)
+            sc = sc[:, :3] / h_w
+        return (sc + offset).float().contiguous()
+
+
+class _EncoderHead(nn.Module):
+    def __init__(self, encoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, image: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.encoder(image), global_features)
+
+
+class FastRegressor:
+    """Encoder + head for inference: ``(image (N, 1, H, W), global (N, G) or None) -> (N, 3, ceil(H/8), ceil(W/8))``.
+
+    Builds its own copies of the modules (the originals are not modified). Thread-compatible like a
+    module: use it from one thread at a time. On CUDA it calls the original modules unchanged.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, config: FastInferenceConfig = FastInferenceConfig()):
+        import copy
+
+        self.config = config
+        self.encoder, self.head = encoder, head  # the originals, used on CUDA and for per-pixel globals
+        self.global_channels = int(getattr(head, "global_channels", 0))
+        self.device = next(head.parameters()).device
+        if config.num_threads > 0:
+            torch.set_num_threads(int(config.num_threads))
+        self._cpu = self.device.type == "cpu"
+        self._traced: OrderedDict[tuple, torch.jit.ScriptModule] = OrderedDict()
+        self._trace_failed = False
+        if not self._cpu:
+            return
+        fast_head = FoldedHead(head) if config.fold_global else copy.deepcopy(head)
+        net = _EncoderHead(copy.deepcopy(encoder), fast_head).float().eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        if config.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self._net = net
+
+    def _check(self, image: torch.Tensor, global_features: torch.Tensor | None) -> None:
+        if image.ndim != 4 or image.shape[1] != 1 or not image.is_floating_point():
+            raise ValueError(f"image must be a float (N, 1, H, W) tensor, got {tuple(image.shape)} {image.dtype}")
+        if self.global_channels:
+            if global_features is None:
+                raise ValueError(f"this head needs global features (N, {self.global_channels}); got None")
+            if global_features.ndim == 2 and tuple(global_features.shape) != (image.shape[0], self.global_channels):
+                raise ValueError(f"global features must have shape ({image.shape[0]}, {self.global_channels}), "
+                                 f"got {tuple(global_features.shape)}")
+
+    def _graph(self, image: torch.Tensor, gvec: torch.Tensor | None):
+        key = (tuple(image.shape), None if gvec is None else tuple(gvec.shape))
+        graph = self._traced.get(key)
+        if graph is not None:
+            self._traced.move_to_end(key)
+            return graph
+        args = (image,) if gvec is None else (image, gvec)
+        try:
+            graph = freeze_for_inference(self._net, args)
+        except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to eager
+            _logger.warning("fast inference: tracing failed (%s); using the eager channels-last path", exc)
+            self._trace_failed = True
+            return None
+        self._traced[key] = graph
+        while len(self._traced) > max(int(self.config.max_cached_shapes), 1):
+            self._traced.popitem(last=False)
+        return graph
+
+    def __call__(self, image: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Scene coordinates ``(N, 3, h, w)`` float32; see the class docstring for the shapes."""
+        self._check(image, global_features)
+        gvec = global_features if self.global_channels else None
+        if not self._cpu or (gvec is not None and gvec.ndim != 2):
+            with torch.inference_mode():  # CUDA, or per-pixel global features: the plain modules
+                return self.head(self.encoder(image), gvec)
+        image = image.to(self.device, torch.float32)
+        if self.config.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        if gvec is not None:
+            gvec = gvec.to(self.device, torch.float32).contiguous()
+        with torch.no_grad():
+            graph = self._graph(image, gvec) if self.config.freeze and not self._trace_failed else None
+            if graph is not None:
+                return graph(image) if gvec is None else graph(image, gvec)
+            return self._net(image, gvec)
