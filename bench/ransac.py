@@ -6,6 +6,7 @@ at 50/80/90/95 %, Gaussian pixel noise of 0.5-1 px on the inliers. Success: < 5 
 All solvers get the same 10 px inlier threshold; dsac_native runs with its defaults (64 hypotheses),
 OpenCV with SOLVEPNP_P3P (as the reference), confidence 0.9999 and `--opencv-iterations`, poselib
 with its defaults (0.9999, up to 100000 iterations). A peer that is not installed is skipped.
+Solvers run interleaved per case (rotating order) so that machine load affects them alike.
 
 Usage: python bench/ransac.py [--cases 20] [--levels 0.5 0.8 0.9 0.95] [--threads 0]
 """
@@ -118,16 +119,21 @@ def main(argv=None) -> int:
     print("|---" * (2 * len(methods) + 2) + "|")
     for level in args.levels:
         cases = [make_case(1000 * int(level * 100) + i, level) for i in range(args.cases)]
-        row, times = [], {}
-        for name, fn in methods.items():
-            succ, ts = 0, []
-            for sc, px, pts, gt in cases:
+        # interleaved: every case runs all solvers back to back (in rotating order), so that load
+        # from other jobs on the machine hits all of them alike
+        names = list(methods)
+        succ = {name: 0 for name in names}
+        ts = {name: [] for name in names}
+        for i, (sc, px, pts, gt) in enumerate(cases):
+            for name in names[i % len(names):] + names[:i % len(names)]:
                 t0 = time.perf_counter()
-                est = fn(sc, px, pts)
-                ts.append(time.perf_counter() - t0)
-                succ += ok(est, gt)
-            times[name] = float(np.median(ts))
-            row += [f"{succ}/{len(cases)}", f"{1e3 * times[name]:.1f}"]
+                est = methods[name](sc, px, pts)
+                ts[name].append(time.perf_counter() - t0)
+                succ[name] += ok(est, gt)
+        row, times = [], {}
+        for name in names:
+            times[name] = float(np.median(ts[name]))
+            row += [f"{succ[name]}/{len(cases)}", f"{1e3 * times[name]:.1f}"]
         ratio = times["opencv"] / times["dsac_native"] if "opencv" in times else float("nan")
         print(f"| {int(level * 100)} % | " + " | ".join(row) + f" | {ratio:.1f}x |", flush=True)
     return 0

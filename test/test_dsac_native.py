@@ -164,3 +164,31 @@ def test_options_class_rejects_misspelt_fields_and_drives_the_solver():
         r.stats.scor  # noqa: B018
     same = dsac_native.estimate_pose(sc, 500.0, 500.0, 320.0, 240.0, hypotheses=16, seed=5)
     assert np.array_equal(same.camera_to_world, r.camera_to_world)
+
+
+def test_parallel_scoring_of_many_hypotheses_is_deterministic_and_accurate():
+    # 256 hypotheses x 4800 cells is scored on the thread pool with the exact early exit
+    sc, gt = make_grid(8, outliers=0.9, noise_px=1.0)
+    results = [dsac_native.estimate_pose(sc, 500.0, 500.0, 320.0, 240.0, hypotheses=256, seed=5, num_threads=n)
+               for n in (1, 3)]
+    a, b = results
+    assert a.success and a.stats.hypotheses_scored == 256
+    assert np.array_equal(a.camera_to_world, b.camera_to_world) and a.stats.score == b.stats.score
+    t_err, r_err = pose_errors(a.camera_to_world, gt)
+    assert t_err < 0.02 and r_err < 0.5
+
+
+def test_soft_score_matches_dsac_formula_for_exact_fit():
+    # noise-free grid: the best hypothesis reprojects every cell with error ~0, so the soft score
+    # is alpha * (1 - sigmoid(-beta * threshold)) = 100 / (1 + exp(-5)) up to float32 rounding
+    sc, _ = make_grid(2)
+    r = dsac_native.estimate_pose(sc, 500.0, 500.0, 320.0, 240.0, seed=1)
+    assert r.stats.score == pytest.approx(100.0 / (1.0 + np.exp(-5.0)), rel=1e-4)
+
+
+def test_very_high_outlier_ratio():
+    sc, gt = make_grid(9, outliers=0.95, noise_px=1.0)
+    r = dsac_native.estimate_pose(sc, 500.0, 500.0, 320.0, 240.0, seed=2)
+    assert r.success
+    t_err, r_err = pose_errors(r.camera_to_world, gt)
+    assert t_err < 0.05 and r_err < 1.0

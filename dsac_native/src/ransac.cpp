@@ -1,6 +1,8 @@
 // The RANSAC loop: candidate generation (P3P on random minimal samples), cheap pre-scoring on a
 // random subset of cells with an adaptive stopping rule, DSAC* soft scoring of the best
-// `hypotheses` candidates on all cells, then iterative refinement on the inliers.
+// `hypotheses` candidates on all cells, then iterative refinement on the inliers. Pre-score and
+// soft score run in float32 SIMD kernels (kernels.hpp); the soft score stops early for a
+// hypothesis only once it provably cannot be the argmax.
 //
 // Determinism: candidate k is drawn by Rng(seed, k) and written to slot k; batch sizes and the
 // stopping decision depend only on results already merged in index order. The same seed therefore
@@ -8,12 +10,14 @@
 #include "dsac_native/ransac.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
+#include "dsac_native/kernels.hpp"
 #include "dsac_native/p3p.hpp"
 #include "dsac_native/refine.hpp"
 #include "dsac_native/rng.hpp"
@@ -59,17 +63,17 @@ class Estimator {
     Rng rng(opt.seed, std::numeric_limits<std::uint64_t>::max());
     for (int i = 0; i < s; ++i) std::swap(perm[i], perm[i + static_cast<int>(rng.below(n_ - i))]);
     subset_.assign(perm.begin(), perm.begin() + s);
-    // soft-score table over squared error
+    // float32 structure-of-arrays copies for the SIMD kernels, centred on the mean point
+    Eigen::Vector3d centre = Eigen::Vector3d::Zero();
+    for (int i = 0; i < n_; ++i) centre += Eigen::Map<const Eigen::Vector3d>(&data.points[3 * i]);
+    centre /= std::max(n_, 1);
+    all_cells_ = make_cells(data.pixels.data(), data.points.data(), n_, {}, centre);
+    subset_cells_ = make_cells(data.pixels.data(), data.points.data(), n_, subset_, centre);
     const double thr = opt.threshold, beta = 5.0 / thr, emax = opt.max_reprojection_error;
-    emax2_ = emax * emax;
-    clamp_term_ = 1.0 / (1.0 + std::exp(beta * (emax - thr)));
-    const double cut = std::min(thr + 34.5 / beta, emax);
-    table_end_ = cut * cut;
-    const int bins = 8192;
-    table_scale_ = bins / table_end_;
-    table_.resize(bins + 2);
-    for (int k = 0; k < bins + 2; ++k)
-      table_[k] = 1.0 / (1.0 + std::exp(beta * (std::sqrt(k / table_scale_) - thr)));
+    soft_.threshold = static_cast<float>(thr);
+    soft_.beta = static_cast<float>(beta);
+    soft_.emax2 = static_cast<float>(emax * emax);
+    soft_.clamp_term = static_cast<float>(1.0 / (1.0 + std::exp(std::min(beta * (emax - thr), 80.0))));
   }
 
   int subset_size() const { return static_cast<int>(subset_.size()); }
@@ -101,7 +105,7 @@ class Estimator {
       for (int j = 0; j < m; ++j) {
         double e4 = reprojection_error(poses[j], K_, &data_.points[3 * idx[3]], &data_.pixels[2 * idx[3]]);
         if (e4 < 0.0) e4 = std::numeric_limits<double>::infinity();
-        const int count = subset_inliers(poses[j]) + (e4 < opt_.threshold ? 1 : 0);
+        const int count = subset_inliers(poses[j], e4 < opt_.threshold);
         if (!best.valid || count > best.count || (count == best.count && e4 < best.fourth_error)) {
           best.pose = poses[j];
           best.count = count;
@@ -114,11 +118,18 @@ class Estimator {
     return best;
   }
 
-  int subset_inliers(const Pose& pose) const {
-    const double thr2 = opt_.threshold * opt_.threshold;
-    int count = 0;
-    for (const int i : subset_) count += inlier(pose, i, thr2);
-    return count;
+  // Inliers on the pre-score subset, plus one if the 4th sample cell agrees. Bail-out: when the
+  // first kEarlyCells subset cells hold no inlier and the 4th cell disagrees, the candidate is
+  // almost surely wrong (an all-inlier sample at 95 % outliers fails this test 4 % of the time)
+  // and scores 0 without visiting the rest.
+  int subset_inliers(const Pose& pose, bool fourth_agrees) const {
+    constexpr int kEarlyCells = 64;
+    const float thr2 = static_cast<float>(opt_.threshold * opt_.threshold);
+    const PoseF p = make_pose_f(pose, subset_cells_.centre, K_);
+    const int padded = subset_cells_.padded_size(), early = std::min(kEarlyCells, padded);
+    const int first = count_inliers_f(subset_cells_, p, thr2, 0, early);
+    if (first == 0 && !fourth_agrees) return 0;
+    return first + count_inliers_f(subset_cells_, p, thr2, early, padded) + (fourth_agrees ? 1 : 0);
   }
 
   bool inlier(const Pose& pose, int i, double thr2) const {
@@ -129,28 +140,30 @@ class Estimator {
     return du * du + dv * dv < thr2;
   }
 
-  // DSAC* soft inlier score over all valid cells (cells behind the camera contribute nothing).
-  // 1 - sigmoid(beta (e - thr)) is tabulated over e^2 (linear interpolation, |error| < 1e-6);
-  // terms below 1e-15 (e > thr + 34.5 / beta, under the clamp) are skipped.
-  double soft_score(const Pose& pose) const {
+  // DSAC* soft inlier score over all valid cells (cells behind the camera contribute nothing),
+  // computed in float32 SIMD (kernels.hpp), unscaled (a sum of terms in [0, 1)). Exact early exit:
+  // cells are summed in blocks, and once the partial sum plus one per remaining cell (an upper
+  // bound) is below `*best` minus a rounding margin, the hypothesis cannot be the argmax and
+  // -infinity is returned. Full sums raise `*best`. The argmax is therefore the same whatever the
+  // order or thread in which hypotheses are scored.
+  double soft_sum(const Pose& pose, std::atomic<double>* best) const {
+    constexpr int kBlock = 512;
+    const PoseF p = make_pose_f(pose, all_cells_.centre, K_);
+    const int padded = all_cells_.padded_size();
     double sum = 0.0;
-    for (int i = 0; i < n_; ++i) {
-      const Eigen::Vector3d p = pose.R * Eigen::Map<const Eigen::Vector3d>(&data_.points[3 * i]) + pose.t;
-      if (!(p.z() > kMinDepth)) continue;
-      const double iz = 1.0 / p.z();
-      const double du = K_.fx * p.x() * iz + K_.cx - data_.pixels[2 * i];
-      const double dv = K_.fy * p.y() * iz + K_.cy - data_.pixels[2 * i + 1];
-      const double e2 = du * du + dv * dv;
-      if (e2 >= emax2_) {
-        sum += clamp_term_;
-      } else if (e2 < table_end_) {
-        const double f = e2 * table_scale_;
-        const int k = static_cast<int>(f);
-        sum += table_[k] + (f - k) * (table_[k + 1] - table_[k]);
-      }
+    for (int begin = 0; begin < padded; begin += kBlock) {
+      const int end = std::min(begin + kBlock, padded);
+      sum += soft_score_sum_f(all_cells_, p, soft_, begin, end);
+      const double bound = sum + std::max(0, n_ - end) + 1.0 + 1e-4 * sum;
+      if (end < padded && bound < best->load(std::memory_order_relaxed)) return -std::numeric_limits<double>::infinity();
     }
-    return sum * opt_.inlier_alpha / std::max(data_.num_cells, 1);
+    double seen = best->load(std::memory_order_relaxed);
+    while (sum > seen && !best->compare_exchange_weak(seen, sum, std::memory_order_relaxed)) {
+    }
+    return sum;
   }
+
+  double scale_score(double sum) const { return sum * opt_.inlier_alpha / std::max(data_.num_cells, 1); }
 
   std::vector<int> inliers(const Pose& pose) const {
     const double thr2 = opt_.threshold * opt_.threshold;
@@ -167,9 +180,15 @@ class Estimator {
   const int n_;
   std::vector<double> bearings_;
   std::vector<int> subset_;
-  std::vector<double> table_;
-  double table_scale_ = 1.0, table_end_ = 0.0, emax2_ = 0.0, clamp_term_ = 0.0;
+  CellsF all_cells_, subset_cells_;
+  SoftScoreParams soft_{};
 };
+
+// Fork-join costs a thread wake-up, and on a loaded machine a worker preempted inside its chunk
+// stalls the join for a whole time slice; small jobs (well under a millisecond) therefore run on
+// the calling thread. Results do not depend on this choice.
+constexpr int kMinParallelCandidates = 256;
+constexpr double kMinParallelCells = 1e6;  // hypotheses x cells of one scoring pass
 
 // Samples needed so that an all-inlier 3-point sample was drawn with probability `confidence`.
 double required_samples(double inlier_ratio, double confidence) {
@@ -213,7 +232,7 @@ Result ransac_pose(const Correspondences& data, const Intrinsics& K, const Optio
     st.time_total_s = seconds_since(t_start);
     return result;
   }
-  ThreadPool pool(opt.num_threads);
+  ThreadPool& pool = ThreadPool::shared(opt.num_threads);
   st.num_threads = pool.size();
   Estimator est(data, K, opt);
 
@@ -232,9 +251,11 @@ Result ransac_pose(const Correspondences& data, const Intrinsics& K, const Optio
     }
     size = std::min(size, max_candidates - done);
     batch.assign(size, Candidate());
-    pool.parallel_for(size, [&](std::size_t b, std::size_t e) {
+    const auto gen_range = [&](std::size_t b, std::size_t e) {
       for (std::size_t j = b; j < e; ++j) batch[j] = est.generate(done + static_cast<int>(j));
-    });
+    };
+    if (size >= kMinParallelCandidates) pool.parallel_for(size, gen_range);
+    else gen_range(0, size);
     for (const Candidate& c : batch) {
       if (!c.valid) continue;
       ++st.hypotheses_valid;
@@ -259,15 +280,23 @@ Result ransac_pose(const Correspondences& data, const Intrinsics& K, const Optio
 
   // 2. DSAC* soft score on all cells; argmax (ties: lowest candidate index).
   t0 = Clock::now();
+  // score in order of decreasing pre-score count, so that the likely winner raises the bound first
+  std::vector<std::size_t> order(kept.size());
+  for (std::size_t j = 0; j < order.size(); ++j) order[j] = j;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return kept[a].count > kept[b].count; });
   std::vector<double> scores(kept.size());
-  pool.parallel_for(kept.size(), [&](std::size_t b, std::size_t e) {
-    for (std::size_t j = b; j < e; ++j) scores[j] = est.soft_score(kept[j].pose);
-  });
+  std::atomic<double> best_sum{-std::numeric_limits<double>::infinity()};
+  const auto score_range = [&](std::size_t b, std::size_t e) {
+    for (std::size_t j = b; j < e; ++j) scores[order[j]] = est.soft_sum(kept[order[j]].pose, &best_sum);
+  };
+  if (static_cast<double>(kept.size()) * n >= kMinParallelCells) pool.parallel_for(kept.size(), score_range);
+  else score_range(0, kept.size());
   std::size_t best = 0;
   for (std::size_t j = 1; j < kept.size(); ++j)
     if (scores[j] > scores[best]) best = j;
   st.hypotheses_scored = static_cast<int>(kept.size());
-  st.score = scores[best];
+  st.score = est.scale_score(scores[best]);
   st.time_scoring_s = seconds_since(t0);
 
   // 3. refit on the inliers while the inlier set grows.

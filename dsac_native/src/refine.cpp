@@ -30,8 +30,8 @@ double refine_pose(const double* pixels, const double* points, const std::vector
   if (indices.size() < 3) return current;
   double lambda = 1e-4;
   for (int it = 0; it < max_iterations; ++it) {
-    Eigen::Matrix<double, 6, 6> H = Eigen::Matrix<double, 6, 6>::Zero();
-    Eigen::Matrix<double, 6, 1> g = Eigen::Matrix<double, 6, 1>::Zero();
+    // normal equations, accumulated by hand (upper triangle, fixed-size loops vectorise)
+    double h[6][6] = {}, gv[6] = {};
     for (const int i : indices) {
       const Eigen::Vector3d q = pose->R * Eigen::Map<const Eigen::Vector3d>(points + 3 * i);
       const Eigen::Vector3d p = q + pose->t;
@@ -39,17 +39,23 @@ double refine_pose(const double* pixels, const double* points, const std::vector
       const double iz = 1.0 / p.z();
       const double ru = K.fx * p.x() * iz + K.cx - pixels[2 * i];
       const double rv = K.fy * p.y() * iz + K.cy - pixels[2 * i + 1];
-      // d(u, v)/d(X_cam)
-      const Eigen::Vector3d ju(K.fx * iz, 0.0, -K.fx * p.x() * iz * iz);
-      const Eigen::Vector3d jv(0.0, K.fy * iz, -K.fy * p.y() * iz * iz);
-      Eigen::Matrix<double, 6, 1> Ju, Jv;
-      Ju << q.cross(ju), ju;  // (-[q]x)' ju = q x ju
-      Jv << q.cross(jv), jv;
-      H.selfadjointView<Eigen::Lower>().rankUpdate(Ju);
-      H.selfadjointView<Eigen::Lower>().rankUpdate(Jv);
-      g += Ju * ru + Jv * rv;
+      // d(u, v)/d(X_cam) rows ju = (fx/z, 0, -fx x/z^2), jv = (0, fy/z, -fy y/z^2); the pose
+      // Jacobian rows are (q x ju, ju) and (q x jv, jv) since d(X_cam)/dw = -[q]x.
+      const double a = K.fx * iz, b = -K.fx * p.x() * iz * iz;
+      const double c = K.fy * iz, d = -K.fy * p.y() * iz * iz;
+      const double Ju[6] = {q.y() * b, q.z() * a - q.x() * b, -q.y() * a, a, 0.0, b};
+      const double Jv[6] = {q.y() * d - q.z() * c, -q.x() * d, q.x() * c, 0.0, c, d};
+      for (int r = 0; r < 6; ++r) {
+        for (int k = r; k < 6; ++k) h[r][k] += Ju[r] * Ju[k] + Jv[r] * Jv[k];
+        gv[r] += Ju[r] * ru + Jv[r] * rv;
+      }
     }
-    H = H.selfadjointView<Eigen::Lower>();
+    Eigen::Matrix<double, 6, 6> H;
+    Eigen::Matrix<double, 6, 1> g;
+    for (int r = 0; r < 6; ++r) {
+      g(r) = gv[r];
+      for (int k = r; k < 6; ++k) H(r, k) = H(k, r) = h[r][k];
+    }
     bool improved = false;
     for (int attempt = 0; attempt < 8 && !improved; ++attempt) {
       Eigen::Matrix<double, 6, 6> A = H;
