@@ -237,12 +237,30 @@ class NodeProcess:
 # --------------------------------------------------------------------------- replay
 
 class _Recorder:
-    """Answers of the node, keyed by stamp, with their arrival times."""
+    """Answers of the node, keyed by stamp, with their arrival times, and how many images the node
+    has finished (its /diagnostics ``frames_processed + frames_dropped``, published at 1 Hz): in
+    lockstep, a frame the node finished without a pose (RANSAC failed, too few inliers) does not
+    hold the replay for the whole frame timeout."""
 
-    def __init__(self):
+    def __init__(self, node_name: str = ""):
         self.cond = threading.Condition()
         self.answers: dict[int, tuple[np.ndarray, int]] = {}
         self.last_ns = 0
+        self.finished = 0
+        self._status_prefix = "/" + node_name.lstrip("/") + ":"
+
+    def on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if not str(status.name).startswith(self._status_prefix):
+                continue
+            values = {kv.key: kv.value for kv in status.values}
+            try:
+                finished = int(values["frames_processed"]) + int(values["frames_dropped"])
+            except (KeyError, ValueError):
+                continue
+            with self.cond:
+                self.finished = max(self.finished, finished)
+                self.cond.notify_all()
 
     def on_pose(self, msg) -> None:
         from glace_ros.pose_messages import pose_to_matrix
@@ -254,9 +272,13 @@ class _Recorder:
             self.last_ns = now
             self.cond.notify_all()
 
-    def wait_for(self, stamp: int, timeout: float) -> bool:
+    def wait_for(self, stamp: int, timeout: float, published: int | None = None) -> bool:
+        """Wait until the pose of ``stamp`` arrived (True) or, given the number of images
+        ``published`` so far, the node reports them all finished without it (False), or timeout."""
         with self.cond:
-            return self.cond.wait_for(lambda: stamp in self.answers, timeout)
+            self.cond.wait_for(lambda: stamp in self.answers or (published is not None and self.finished >= published),
+                               timeout)
+            return stamp in self.answers
 
 
 def _replay(bag: BagReader, opt: ReplayOptions, topics: list[str], image_topic: str, info_topic: str,
@@ -277,13 +299,16 @@ def _replay(bag: BagReader, opt: ReplayOptions, topics: list[str], image_topic: 
     executor.add_node(ros)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
-    recorder = _Recorder()
+    recorder = _Recorder(opt.node_name)
     frames: list[FrameResult] = []
     try:
         from geometry_msgs.msg import PoseStamped
 
         pose_topic = f"/{opt.node_name}/pose"
+        from diagnostic_msgs.msg import DiagnosticArray
+
         sub = ros.create_subscription(PoseStamped, pose_topic, recorder.on_pose, pose_qos(100))
+        ros.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, pose_qos(10))
         publishers = {}
         for topic in topics:
             static = topic == "/tf_static"
@@ -323,8 +348,13 @@ def _replay(bag: BagReader, opt: ReplayOptions, topics: list[str], image_topic: 
             frame = FrameResult(stamp, time.monotonic_ns())
             publishers[m.topic].publish(m.data)
             frames.append(frame)
-            if opt.lockstep and not recorder.wait_for(stamp, opt.frame_timeout):
-                logger.warning("no answer for the image at %s within %.1f s", frame.name, opt.frame_timeout)
+            if opt.lockstep and not recorder.wait_for(stamp, opt.frame_timeout, published=len(frames)):
+                with recorder.cond:
+                    finished = recorder.finished >= len(frames)
+                if finished:
+                    logger.info("no pose for the image at %s (the node's log or /diagnostics say why)", frame.name)
+                else:
+                    logger.warning("no answer for the image at %s within %.1f s", frame.name, opt.frame_timeout)
         # trailing answers: until all arrived or none came for tail_timeout seconds
         with recorder.cond:
             while True:
