@@ -89,6 +89,5 @@ setup(
     maintainer="glace-ros developers",
     maintainer_email="glace-ros@example.com",
     license="BSD-3-Clause",
-    tests_require=["pytest"],
     entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

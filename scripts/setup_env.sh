@@ -44,6 +44,7 @@ pip_once torch torch==2.14.1 torchvision==0.29.1
 pip_once python-deps -r "$ROOT/requirements.txt"
 pip_once ros ros-rclpy ros-rmw-fastrtps-cpp ros-sensor-msgs ros-geometry-msgs ros-std-msgs \
   ros-nav-msgs ros-diagnostic-msgs ros-visualization-msgs ros-builtin-interfaces
+pip_once colcon colcon-common-extensions  # colcon build in a ROS 2 workspace (test/test_colcon.py)
 
 # 3. tf2_msgs: no wheel exists; build our interface package into the venv unless it imports.
 export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
@@ -69,7 +70,15 @@ fi
 
 # 4. This package: editable, with its native extension built in place, and its ROS share files
 #    (ament resource marker, package.xml, launch/, config/) linked into the venv's share/.
-log "installing glace-ros (editable) and building dsac_native"
-$PIP install --no-build-isolation --no-deps -e "$ROOT"
+# The editable install is redone when any of the three packages does not import from outside the
+# checkout (e.g. dsac_native added after the first install); the extension is rebuilt in place
+# whenever its sources are newer than the built module (build_ext is incremental).
+if ! (cd / && "$PY" -c "import dsac_native, glace_core, glace_ros" 2>/dev/null); then
+  log "installing glace-ros (editable) and building dsac_native"
+  $PIP install --no-build-isolation --no-deps -e "$ROOT"
+fi
+"$PY" setup.py -q build_ext --inplace >/dev/null
+(cd / && "$PY" -c "import dsac_native, glace_core, glace_ros") \
+  || { echo "[setup] glace-ros is installed but does not import; see the messages above" >&2; exit 1; }
 "$PY" "$ROOT/scripts/install_share.py" "$VENV"
 log "ready: source scripts/env.sh to use it"
