@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from glace_core import geometry
 from glace_ros.camera_info import stamp_to_ns
 
 __all__ = [
@@ -78,17 +79,11 @@ def rotation_matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
 
 
 def quaternion_to_rotation_matrix(q: np.ndarray) -> np.ndarray:
-    """(4,) quaternion (x, y, z, w), any non-zero norm -> (3, 3) rotation."""
+    """(4,) quaternion in ROS order (x, y, z, w), any non-zero norm -> (3, 3) rotation."""
     q = np.asarray(q, dtype=np.float64).reshape(-1)
-    n = np.linalg.norm(q) if q.shape == (4,) else 0.0
-    if not (n > 1e-12 and math.isfinite(n)):
-        raise ValueError(f"quaternion must be 4 finite values with non-zero norm, got {q}")
-    x, y, z, w = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    if q.shape != (4,) or not np.all(np.isfinite(q)):
+        raise ValueError(f"quaternion must be 4 finite values (x, y, z, w) with non-zero norm, got {q}")
+    return geometry.quaternion_to_rotation_matrix(q[[3, 0, 1, 2]])
 
 
 def invert_rigid(T: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ def test_quaternion_of_slightly_non_orthonormal_matrix_is_normalised():
     R = _rot([0.2, 0.5, -1.0], 2.0) + 1e-5
     q = rotation_matrix_to_quaternion(R)
     assert abs(np.linalg.norm(q) - 1) < 1e-12
-    with pytest.raises(ValueError, match="non-zero norm"):
+    with pytest.raises(ValueError, match="zero or non-finite norm"):
         quaternion_to_rotation_matrix([0, 0, 0, 0])
 
 
