@@ -123,10 +123,13 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
                    inlier_alpha: float = 100.0, max_pixel_error: float = 100.0, feat_name: str = "features.npy",
                    device: str = "auto", seed: int = 0, num_threads: int = 0,
                    global_features_checkpoint: str | os.PathLike | None = None, scene_name: str | None = None,
-                   progress: bool = False) -> EvalResult:
+                   progress: bool = False, fast_inference: bool = True) -> EvalResult:
     """Localise every frame of ``scene`` (a scene folder, using ``split``, or any object with the
     SceneSplit interface) against the map at ``map_path``. Returns per-frame records and a summary.
-    ``image_resolution`` None means the map's training resolution (sidecar), else 480 (the reference's)."""
+    ``image_resolution`` None means the map's training resolution (sidecar), else 480 (the reference's).
+    ``fast_inference``: on CPU, run encoder and head through ``glace_core.fast_inference`` (same
+    scene coordinates within 1e-4; timed together as "network"); False or CUDA: the plain modules,
+    timed as "encoder" and "head"."""
     import dsac_native
     from tqdm import tqdm
 
@@ -165,6 +168,11 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     global_feats, descriptor = _global_source(dataset, head, feat_name, global_features_checkpoint, dev)
     with_gt = _has_ground_truth(dataset)
     use_amp = dev.type == "cuda"
+    fast = None
+    if fast_inference and dev.type == "cpu":
+        from glace_core.fast_inference import FastRegressor
+
+        fast = FastRegressor(encoder, head)
 
     records: list[FrameRecord] = []
     for i in tqdm(range(len(dataset)), desc="localising", disable=not progress):
@@ -174,18 +182,25 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         K = np.asarray(K, dtype=np.float64)
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
             t0 = time.perf_counter()
-            feats = encoder(image.to(dev))
-            _sync(dev)
-            t1 = time.perf_counter()
             g = None
             if descriptor is not None:
                 rgb3 = rgb if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, axis=2)
                 g = descriptor(torch.from_numpy(np.array(rgb3)).permute(2, 0, 1)[None].float().div(255).to(dev))
             elif global_feats is not None:
                 g = global_feats[i:i + 1]
-            sc = head(feats, g)
-            _sync(dev)
-            t2 = time.perf_counter()
+            tg = time.perf_counter()
+            if fast is not None:
+                sc = fast(image, g)
+                t1 = t2 = time.perf_counter()
+                stage_times = {"global": tg - t0, "network": t2 - tg}
+            else:
+                feats = encoder(image.to(dev))
+                _sync(dev)
+                t1 = time.perf_counter()
+                sc = head(feats, g)
+                _sync(dev)
+                t2 = time.perf_counter()
+                stage_times = {"global": tg - t0, "encoder": t1 - tg, "head": t2 - t1}
         coords = np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32)
         result = dsac_native.estimate_pose(
             coords, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), subsampling=stride,
@@ -204,7 +219,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         file_name = Path(getattr(frame, "rgb_path", None) or frame.name).name
         records.append(FrameRecord(str(frame.name), file_name, pose, pose is not None,
                                    int(result.inlier_count) if pose is not None else 0, t_err, r_err,
-                                   {"encoder": t1 - t0, "head": t2 - t1, "ransac": t3 - t2}))
+                                   {**stage_times, "ransac": t3 - t2}))
     return EvalResult(scene_name, records, summarize(records, with_gt))
 
 
@@ -213,8 +228,8 @@ def summarize(records: list[FrameRecord], with_gt: bool = True) -> dict[str, Any
     from glace_core.geometry import accuracy_table
 
     n = len(records)
-    times = {k: float(np.mean([r.times.get(k, 0.0) for r in records])) if n else float("nan")
-             for k in ("encoder", "head", "ransac")}
+    keys = [k for k in ("global", "encoder", "head", "network", "ransac") if any(k in r.times for r in records)]
+    times = {k: float(np.mean([r.times.get(k, 0.0) for r in records])) for k in keys} if n else {}
     summary: dict[str, Any] = {"frames": n, "localised": sum(r.success for r in records),
                                "with_ground_truth": bool(with_gt and n), "time_per_frame_s": times,
                                "avg_time_s": float(sum(times.values())) if n else float("nan")}

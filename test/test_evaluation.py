@@ -153,3 +153,17 @@ def test_eval_refuses_a_map_of_another_encoder(scene, trained_map, capsys):
 
     code = eval_main([str(scene), str(trained_map), "--encoder_path", "ace-random:0", "--image_resolution", "96"])
     assert code == 2 and "error" in capsys.readouterr().err
+
+
+def test_fast_and_plain_inference_give_the_same_poses(scene, trained_map, capsys):
+    """glace-eval's CPU fast path (default) and --plain_inference: same poses for the same seed."""
+    results = {}
+    for label, extra in (("fast", ()), ("plain", ("--plain_inference",))):
+        poses, _, out = _eval(scene, trained_map, "test", capsys, *extra)
+        assert ("encoder+head" in out) == (label == "fast")
+        results[label] = [_parse(line) for line in poses.read_text().splitlines()]
+    assert len(results["fast"]) == len(results["plain"]) == 6
+    for fast, plain in zip(results["fast"], results["plain"]):
+        assert fast[0] == plain[0]
+        np.testing.assert_allclose(fast[1], plain[1], atol=1e-3)  # poses from coordinates equal within 1e-4 rel.
+        assert abs(fast[5] - plain[5]) <= max(2, 0.02 * plain[5])  # inlier counts

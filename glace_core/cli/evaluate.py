@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_threads", type=int, default=0, help="RANSAC threads; 0: all cores")
     parser.add_argument("--global-features-checkpoint", dest="global_features_checkpoint", default=None,
                         help="R2Former checkpoint to compute global features when the split has no --feat_name")
+    parser.add_argument("--plain_inference", action="store_true",
+                        help="on CPU, run the plain PyTorch encoder and head instead of the fast path "
+                             "(glace_core.fast_inference; same scene coordinates within 1e-4)")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     return parser
 
@@ -70,8 +73,9 @@ def format_summary(summary: dict) -> str:
     else:
         lines.append("no ground truth: accuracy not computed")
     t = summary["time_per_frame_s"]
-    lines.append(f"avg time per frame: {summary['avg_time_s'] * 1000:.1f} ms (encoder {t['encoder'] * 1000:.1f} ms, "
-                 f"head {t['head'] * 1000:.1f} ms, RANSAC {t['ransac'] * 1000:.1f} ms)")
+    names = {"global": "global descriptor", "network": "encoder+head", "ransac": "RANSAC"}
+    parts = ", ".join(f"{names.get(k, k)} {v * 1000:.1f} ms" for k, v in t.items())
+    lines.append(f"avg time per frame: {summary['avg_time_s'] * 1000:.1f} ms ({parts})")
     return "\n".join(lines)
 
 
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             image_resolution=args.image_resolution, hypotheses=args.hypotheses, threshold=args.threshold,
             inlier_alpha=args.inlieralpha, max_pixel_error=args.maxpixelerror, feat_name=args.feat_name,
             device=args.device, seed=args.seed, num_threads=args.num_threads,
-            global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress)
+            global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress,
+            fast_inference=not args.plain_inference)
         poses_path, test_path = write_eval_outputs(result, args.network, args.session)
     except (ValueError, FileNotFoundError, DatasetError) as exc:
         print(f"glace-eval: error: {exc}", file=sys.stderr)
