@@ -245,15 +245,33 @@ class RelocalizerNode(Node):
                 frame, self._slot = self._slot, None
             if frame is None:
                 continue
+            pending = None
             try:
-                self._process(frame)
+                pending = self._process(frame)
             except Exception as exc:  # noqa: BLE001 - the node must survive any single frame
-                self.stats.reject("internal", f"{type(exc).__name__}: {exc}")
-                self.get_logger().error(f"unexpected error on a frame (skipped): {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=THROTTLE_S)
+                self._internal_error(exc)
             finally:
-                with self.stats.lock:
-                    self.stats.processed += 1  # after publishing: a frame counted here is done
+                if pending is None:
+                    self._count_processed()
+            if pending is not None:
+                # bounded: while this frame's RANSAC is queued, the previous one must finish first
+                self._wait_for_ransac()
+                self._ransac_pending = pending
+        self._wait_for_ransac()
+
+    def _wait_for_ransac(self) -> None:
+        pending, self._ransac_pending = getattr(self, "_ransac_pending", None), None
+        if pending is not None:
+            pending.result()  # _finish_async never raises (it logs)
+
+    def _count_processed(self) -> None:
+        with self.stats.lock:
+            self.stats.processed += 1  # after publishing: a frame counted here is done
+
+    def _internal_error(self, exc: Exception) -> None:
+        self.stats.reject("internal", f"{type(exc).__name__}: {exc}")
+        self.get_logger().error(f"unexpected error on a frame (skipped): {type(exc).__name__}: {exc}",
+                                throttle_duration_sec=THROTTLE_S)
 
     def _decode(self, msg) -> np.ndarray:
         """(H, W, 3) RGB or (H, W) gray uint8 (mono encodings skip the colour conversion)."""
@@ -263,7 +281,10 @@ class RelocalizerNode(Node):
             return image_to_gray_u8(msg)
         return image_to_rgb_u8(msg)
 
-    def _process(self, frame: _Frame) -> None:
+    def _process(self, frame: _Frame):
+        """Decode, match the CameraInfo and localize one frame; publish its pose. With
+        ``pipelined_ransac`` the network pass runs here and RANSAC plus publishing on the pipeline's
+        RANSAC thread: the returned future completes when the frame is done (None: done already)."""
         p = self.params
         msg = frame.msg
         log = self.get_logger()
@@ -290,13 +311,47 @@ class RelocalizerNode(Node):
             log.warning("global_mode is 'off': the head gets zero global features", once=True)
         ransac = RansacOptions(hypotheses=p.hypotheses, threshold=p.threshold, inlier_alpha=p.inlier_alpha,
                                max_reprojection_error=p.max_reprojection_error, seed=p.seed)
+        resolution = p.image_resolution or self.pipeline.trained_resolution
         try:
-            result = self.pipeline.localize(image, K, image_resolution=p.image_resolution or self.pipeline.trained_resolution, ransac=ransac,
+            if p.pipelined_ransac:
+                future = self.pipeline.localize_async(image, K, image_resolution=resolution, ransac=ransac,
+                                                      global_mode=p.global_mode, global_every_n=p.global_every_n)
+                return self._chain(future, frame, p, frame_id)
+            result = self.pipeline.localize(image, K, image_resolution=resolution, ransac=ransac,
                                             global_mode=p.global_mode, global_every_n=p.global_every_n)
         except PipelineError as exc:
             self.stats.reject("pipeline", str(exc))
             log.warning(f"skipping an image: {exc}", throttle_duration_sec=THROTTLE_S)
-            return
+            return None
+        self._finish(frame, p, frame_id, result)
+        return None
+
+    def _chain(self, future, frame: _Frame, p: RelocalizerParams, frame_id: str):
+        """A future that completes after ``_finish`` ran for the RANSAC result ``future`` (on the
+        RANSAC thread), counting the frame as processed; it never raises."""
+        from concurrent.futures import Future
+
+        done: Future = Future()
+
+        def finish(f):
+            try:
+                self._finish(frame, p, frame_id, f.result())
+            except PipelineError as exc:
+                self.stats.reject("pipeline", str(exc))
+                self.get_logger().warning(f"skipping an image: {exc}", throttle_duration_sec=THROTTLE_S)
+            except Exception as exc:  # noqa: BLE001 - as in the worker: the node survives any frame
+                self._internal_error(exc)
+            finally:
+                self._count_processed()
+                done.set_result(None)
+
+        future.add_done_callback(finish)
+        return done
+
+    def _finish(self, frame: _Frame, p: RelocalizerParams, frame_id: str, result: FrameResult) -> None:
+        """Statistics, checks and publishing of one localized frame."""
+        msg = frame.msg
+        log = self.get_logger()
         with self.stats.lock:
             self.stats.processing_s.append(result.timings["total"])
             self.stats.last_inliers = result.inlier_count
@@ -430,6 +485,9 @@ class RelocalizerNode(Node):
             worker = getattr(self, "_worker", None)
             if worker is not None and worker is not threading.current_thread():
                 worker.join(timeout=30.0)
+            pipeline = getattr(self, "pipeline", None)
+            if pipeline is not None:
+                pipeline.close()  # the RANSAC thread of pipelined_ransac
         return super().destroy_node()
 
 

@@ -109,6 +109,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               maximum=2 ** 31 - 1),
     ParamSpec("min_inlier_count", 100, "poses with fewer RANSAC inliers are not published", minimum=0,
               maximum=10 ** 9),
+    ParamSpec("pipelined_ransac", True, "run a frame's RANSAC on its own thread while the next frame's "
+              "network pass runs (same poses; at most one frame waits for RANSAC)"),
     # outputs
     ParamSpec("map_frame", "map", "frame_id of the published poses (the map's frame)"),
     ParamSpec("publish_tf", True, "publish the pose on /tf"),
@@ -200,6 +202,7 @@ class RelocalizerParams:
     max_reprojection_error: float = PARAMETERS_BY_NAME["max_reprojection_error"].default
     seed: int = PARAMETERS_BY_NAME["seed"].default
     min_inlier_count: int = PARAMETERS_BY_NAME["min_inlier_count"].default
+    pipelined_ransac: bool = PARAMETERS_BY_NAME["pipelined_ransac"].default
     map_frame: str = PARAMETERS_BY_NAME["map_frame"].default
     publish_tf: bool = PARAMETERS_BY_NAME["publish_tf"].default
     tf_mode: str = PARAMETERS_BY_NAME["tf_mode"].default

@@ -137,6 +137,18 @@ def test_compressed_images_give_the_same_poses(graph_factory, tiny_scene):
     assert t_diff < 1e-3 and r_diff < 0.05
 
 
+def test_pipelined_and_sequential_ransac_give_the_same_pose(graph_factory, tiny_scene):
+    """pipelined_ransac (RANSAC on its own thread, the default) changes nothing for a given seed."""
+    frame = tiny_scene.frames[tiny_scene.good_frame]
+    poses = []
+    for pipelined in (True, False):
+        g = graph_factory(pipelined_ransac=pipelined)
+        pose = g.localize_lockstep(_rgb_msg(frame), frame.K, *frame.rgb.shape[:2], 6 * 10 ** 9)
+        assert pose is not None
+        poses.append(pose_to_matrix(pose.pose))
+    np.testing.assert_allclose(poses[0], poses[1], atol=1e-9)
+
+
 # --------------------------------------------------------------------------- TF modes and extras
 
 def test_tf_mode_odom_composes_to_the_camera_pose(graph_factory, tiny_scene):
