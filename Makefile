@@ -11,11 +11,12 @@ help:
 setup:
 	@bash scripts/setup_env.sh
 
+# GLACE_REQUIRE_GL: make setup installed EGL/Mesa, so the GL renderer tests must run, not skip.
 test: setup
-	@$(ENV) python -m pytest -m "not slow" $(PYTEST_ARGS)
+	@$(ENV) GLACE_REQUIRE_GL=1 python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup
-	@$(ENV) python -m pytest -m slow $(PYTEST_ARGS)
+	@$(ENV) GLACE_REQUIRE_GL=1 python -m pytest -m slow $(PYTEST_ARGS)
 
 demo: setup
 	@$(ENV) bash scripts/demo.sh

@@ -90,8 +90,7 @@ def _lines(text: str, tag: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    if not COLCON.is_file():
-        pytest.skip(f"colcon is not installed in the venv ({COLCON}); run scripts/setup_env.sh")
+    assert COLCON.is_file(), f"colcon is not installed in the venv ({COLCON}); make setup installs it"
     ws = tmp_path_factory.mktemp("colcon_ws")
     _copy_package(ws / "src" / "glace_ros")
     assert not list((ws / "src").rglob("*.so")), "built artefacts leaked into the workspace sources"

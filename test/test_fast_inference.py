@@ -168,7 +168,6 @@ def test_pipeline_fast_and_plain_scene_coordinates_agree():
 def test_same_poses_on_the_tiny_scene(tmp_path_factory):
     """The node's tiny synthetic scene: plain and fast pipelines give the same poses for the same seed,
     and ``localize_async`` gives exactly ``localize``'s results."""
-    pytest.importorskip("dsac_native", reason="dsac_native (the RANSAC extension) is not built yet")
     import sys
     from pathlib import Path
 
