@@ -179,7 +179,9 @@ def test_gl_never_loads_into_the_calling_process(tmp_path):
             "import torch; torch.optim.AdamW([torch.zeros(2, requires_grad=True)]); "
             "maps = open('/proc/self/maps').read(); "
             "sys.exit(3 if ('llvmpipe' in maps or 'libEGL_mesa' in maps or 'swrast' in maps) else 0)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    script = tmp_path / "no_main_guard.py"  # a script without `if __name__ == "__main__"` must not hang
+    script.write_text(code.replace("; ", "\n"))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
 
 

@@ -3,14 +3,19 @@
 Mesa's llvmpipe loads its own LLVM into the process that creates an EGL context, and torch's
 bundled Triton (imported lazily, e.g. by ``torch.optim``) loads another: with both in one process
 the second import crashes (segmentation fault). So the GL context never lives in the caller's
-process: ``GLProcessRenderer`` starts a spawned child that owns the ``GLRenderer`` and exchanges
-poses and images over a pipe. Setting ``GLACE_SYNTHETIC_NO_GL=1`` makes the child report GL as
-unavailable (to force or test the PyTorch fallback).
+process: ``GLProcessRenderer`` starts ``python -m glace_core.synthetic.render_process`` (a plain
+subprocess, not multiprocessing, so a caller's script without a ``__main__`` guard is not re-run),
+which owns the ``GLRenderer`` and exchanges pickled poses and images over its stdin/stdout. Setting
+``GLACE_SYNTHETIC_NO_GL=1`` makes the child report GL as unavailable (to force or test the PyTorch
+fallback).
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
+import pickle
+import subprocess
+import sys
+import threading
 
 import numpy as np
 
@@ -19,11 +24,12 @@ from glace_core.synthetic.render_gl import GLUnavailable
 from glace_core.synthetic.room import Room
 
 NO_GL_ENV = "GLACE_SYNTHETIC_NO_GL"
-_START_TIMEOUT_S = 120.0
+_TIMEOUT_S = 120.0
 
 
-def _child(conn, room: Room, camera: Camera) -> None:
-    """Child process: build the GL renderer, then answer poses until None arrives."""
+def _serve(inp, out) -> None:
+    """Child process: read (room, camera), build the GL renderer, then answer poses until None."""
+    room, camera = pickle.load(inp)
     try:
         if os.environ.get(NO_GL_ENV, "") not in ("", "0"):
             raise GLUnavailable(f"GL disabled by {NO_GL_ENV}={os.environ[NO_GL_ENV]}")
@@ -31,21 +37,26 @@ def _child(conn, room: Room, camera: Camera) -> None:
 
         renderer = GLRenderer(room, camera)
     except GLUnavailable as exc:
-        conn.send(("unavailable", str(exc)))
+        pickle.dump(("unavailable", str(exc)), out)
+        out.flush()
         return
     except Exception as exc:  # noqa: BLE001 - any start-up failure is reported, not raised in the child
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        pickle.dump(("error", f"{type(exc).__name__}: {exc}"), out)
+        out.flush()
         return
-    conn.send(("ok", ""))
+    pickle.dump(("ok", ""), out)
+    out.flush()
     try:
         while True:
-            pose = conn.recv()
+            pose = pickle.load(inp)
             if pose is None:
                 break
             try:
-                conn.send(("ok", renderer.render(pose)))
+                reply = ("ok", renderer.render(pose))
             except Exception as exc:  # noqa: BLE001 - sent back and raised in the parent
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+                reply = ("error", f"{type(exc).__name__}: {exc}")
+            pickle.dump(reply, out, protocol=pickle.HIGHEST_PROTOCOL)
+            out.flush()
     finally:
         renderer.close()
 
@@ -57,13 +68,16 @@ class GLProcessRenderer:
     backend = "gl"
 
     def __init__(self, room: Room, camera: Camera):
-        ctx = mp.get_context("spawn")
-        self._conn, child_conn = ctx.Pipe()
-        self._proc = ctx.Process(target=_child, args=(child_conn, room, camera), daemon=True,
-                                 name="glace-gl-renderer")
-        self._proc.start()
-        child_conn.close()
-        status, message = self._receive(_START_TIMEOUT_S, "starting")
+        self._proc = subprocess.Popen([sys.executable, "-m", "glace_core.synthetic.render_process"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._stderr: list[bytes] = []
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        try:
+            self._send((room, camera))
+            status, message = self._receive("starting")
+        except GLUnavailable:
+            self.close()
+            raise
         if status == "unavailable":
             self.close()
             raise GLUnavailable(message)
@@ -71,40 +85,65 @@ class GLProcessRenderer:
             self.close()
             raise RuntimeError(f"the GL renderer process failed to start: {message}")
 
-    def _receive(self, timeout: float, what: str):
-        if not self._conn.poll(timeout):
-            raise RuntimeError(f"the GL renderer process did not answer within {timeout:.0f} s ({what})")
+    def _drain_stderr(self) -> None:
+        for line in self._proc.stderr:
+            self._stderr.append(line)
+            del self._stderr[:-20]
+
+    def _send(self, obj) -> None:
         try:
-            return self._conn.recv()
-        except EOFError as exc:
-            raise GLUnavailable(f"the GL renderer process died while {what} "
-                                f"(exit code {self._proc.exitcode})") from exc
+            pickle.dump(obj, self._proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            raise GLUnavailable(f"the GL renderer process is gone ({self._tail()})") from exc
+
+    def _receive(self, what: str):
+        result: list = []
+        reader = threading.Thread(target=lambda: result.append(self._load()), daemon=True)
+        reader.start()
+        reader.join(_TIMEOUT_S)
+        if reader.is_alive():
+            self._proc.kill()
+            raise RuntimeError(f"the GL renderer process did not answer within {_TIMEOUT_S:.0f} s ({what})")
+        if isinstance(result[0], BaseException):
+            raise GLUnavailable(f"the GL renderer process died while {what} (exit code {self._proc.poll()}; "
+                                f"{self._tail()})")
+        return result[0]
+
+    def _load(self):
+        try:
+            return pickle.load(self._proc.stdout)
+        except (EOFError, pickle.UnpicklingError, OSError) as exc:
+            return exc
+
+    def _tail(self) -> str:
+        text = b"".join(self._stderr).decode(errors="replace").strip()
+        return text[-800:] if text else "no error output"
 
     def render(self, cam_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """cam_to_world (4, 4) OpenCV axes → rgb (H, W, 3) uint8, depth (H, W) float32 metres."""
         pose = np.asarray(cam_to_world, np.float64)
         if pose.shape != (4, 4):
             raise ValueError(f"cam_to_world must be (4, 4), got {pose.shape}")
-        self._conn.send(pose)
-        status, payload = self._receive(_START_TIMEOUT_S, "rendering")
+        self._send(pose)
+        status, payload = self._receive("rendering")
         if status != "ok":
             raise RuntimeError(f"GL rendering failed: {payload}")
         return payload
 
     def close(self) -> None:
-        if self._proc is None:
+        proc, self._proc = getattr(self, "_proc", None), None
+        if proc is None:
             return
         try:
-            if self._proc.is_alive():
-                self._conn.send(None)
-            self._proc.join(timeout=10)
-        except (BrokenPipeError, OSError):
-            pass
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join()
-        self._conn.close()
-        self._proc = None
+            if proc.poll() is None:
+                pickle.dump(None, proc.stdin)
+                proc.stdin.flush()
+            proc.stdin.close()
+            proc.wait(timeout=10)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
 
     def __del__(self):
         try:
@@ -122,3 +161,10 @@ def gl_available(room: Room | None = None) -> tuple[bool, str]:
         return True, ""
     except GLUnavailable as exc:
         return False, str(exc)
+
+
+if __name__ == "__main__":
+    # The protocol owns the real stdout; anything else printed goes to stderr.
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    _serve(sys.stdin.buffer, protocol_out)
