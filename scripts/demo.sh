@@ -10,8 +10,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${DEMO_OUT:-$ROOT/demo_out}"
 SEED="${DEMO_SEED:-7}"
-N_TRAIN="${DEMO_N_TRAIN:-240}"
-N_TEST="${DEMO_N_TEST:-40}"
+N_TRAIN="${DEMO_N_TRAIN:-250}"
+N_TEST="${DEMO_N_TEST:-50}"
 RESOLUTION="${DEMO_RESOLUTION:-480x640}"
 step() { printf '\n[demo %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 START=$(date +%s)
