@@ -119,3 +119,35 @@ def encoder_sidecar_entry(encoder: nn.Module) -> dict[str, Any]:
     entry = encoder_metadata(encoder)
     entry["id"] = encoder_id(encoder)
     return entry
+
+
+def encoder_spec_for_map(metadata: dict[str, Any] | None) -> str | None:
+    """The encoder spec a map's sidecar names, for when the user gives none: the named encoder of its
+    ``id`` ("xfeat", "ace-random:<seed>"), else its recorded file when that file still exists; None
+    when the sidecar names nothing usable (then the shipped default is used)."""
+    recorded = (metadata or {}).get("encoder") if isinstance(metadata, dict) else None
+    if not isinstance(recorded, dict):
+        return None
+    ident = str(recorded.get("id") or "")
+    if ident.startswith(XFEAT_SPEC + ":") or recorded.get("name") == XFEAT_SPEC:
+        return XFEAT_SPEC
+    if ident.startswith(RANDOM_ACE_SPEC + ":"):
+        return ident
+    path = recorded.get("path")
+    if path and not is_named_spec(path) and Path(path).is_file():
+        return str(path)
+    return None
+
+
+def resolve_map_encoder(spec: str | os.PathLike | None, metadata: dict[str, Any] | None,
+                        device: str | torch.device = "cpu") -> nn.Module:
+    """``resolve_encoder(spec)``; without a spec, the encoder the map's sidecar names
+    (``encoder_spec_for_map``), else the shipped default."""
+    if spec is None or os.fspath(spec) == "":
+        from_map = encoder_spec_for_map(metadata)
+        if from_map is not None:
+            _logger.info("no encoder given: using the map's encoder %s", from_map)
+            return resolve_encoder(from_map, device)
+        spec = None
+    return resolve_encoder(spec, device)
+

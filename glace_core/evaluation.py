@@ -133,7 +133,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     import dsac_native
     from tqdm import tqdm
 
-    from glace_core.encoder_registry import resolve_encoder
+    from glace_core.encoder_registry import resolve_map_encoder
     from glace_core.geometry import pose_errors
     from glace_core.map_files import check_encoder_compatibility, training_resolution
     from glace_core.network import load_head
@@ -154,7 +154,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         scene_name = scene_name or getattr(dataset, "name", "scene")
     dev = resolve_device(device)
     head = load_head(map_path, dev)
-    encoder = resolve_encoder(encoder_path, dev)
+    encoder = resolve_map_encoder(encoder_path, head.metadata, dev)
     check_encoder_compatibility(head, encoder)
     trained_at = training_resolution(head)
     if image_resolution is None:

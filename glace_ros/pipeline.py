@@ -174,7 +174,7 @@ class RelocalizationPipeline:
         layout), EncoderMismatchError (map and encoder do not fit) or ValueError (bad device); every
         message names the file.
         """
-        from glace_core.encoder_registry import resolve_encoder
+        from glace_core.encoder_registry import resolve_map_encoder
         from glace_core.map_files import check_encoder_compatibility
         from glace_core.network import load_head
 
@@ -185,7 +185,7 @@ class RelocalizationPipeline:
         if not map_path.is_file():
             raise FileNotFoundError(f"map file not found: {map_path}")
         head = load_head(map_path, dev)
-        encoder = resolve_encoder(encoder_path or None, dev)
+        encoder = resolve_map_encoder(encoder_path or None, head.metadata, dev)
         check_encoder_compatibility(head, encoder)
         descriptor = None
         if global_checkpoint:

@@ -74,7 +74,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("map_path", "", "GLACE head file (.pt) of the scene, with its <map>.json sidecar; required",
               read_only=True),
     ParamSpec("encoder_path", "", "encoder weights file or named encoder ('xfeat', 'ace-random:<seed>'); "
-              "empty: the shipped default encoder", read_only=True),
+              "empty: the encoder the map's sidecar names, else the shipped default", read_only=True),
     ParamSpec("device", "auto", "where the networks run: 'auto' (CUDA when available), 'cpu' or 'cuda'",
               choices=("auto", "cpu", "cuda"), read_only=True),
     # inputs

