@@ -109,8 +109,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               maximum=2 ** 31 - 1),
     ParamSpec("min_inlier_count", 100, "poses with fewer RANSAC inliers are not published", minimum=0,
               maximum=10 ** 9),
-    ParamSpec("pipelined_ransac", True, "run a frame's RANSAC on its own thread while the next frame's "
-              "network pass runs (same poses; at most one frame waits for RANSAC)"),
+    ParamSpec("pipelined_ransac", False, "run a frame's RANSAC on its own thread while the next frame's "
+              "network pass runs (same poses; at most one frame waits for RANSAC); off by default: on "
+              "2 CPU cores RANSAC takes < 1 ms and the overlap measured no gain (BENCHMARKS.md)"),
     # outputs
     ParamSpec("map_frame", "map", "frame_id of the published poses (the map's frame)"),
     ParamSpec("publish_tf", True, "publish the pose on /tf"),
