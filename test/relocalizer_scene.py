@@ -57,21 +57,20 @@ def pose_error(estimate: np.ndarray, reference: np.ndarray) -> tuple[float, floa
 
 
 def load_frames(scene: Path, split: str) -> list[Frame]:
-    """Frames of a DSAC*-layout split (rgb/, poses/, calibration/ with one focal or a 3x3 K)."""
+    """Frames of a DSAC*-layout split, read with glace_core.dataset (any file naming it accepts)."""
+    from glace_core.dataset import SceneSplit
+
+    data = SceneSplit(scene, split)
     frames = []
-    folder = Path(scene) / split
-    for path in sorted(p for p in (folder / "rgb").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot read image {path}")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        calib = np.loadtxt(folder / "calibration" / f"{path.stem}.txt")
-        h, w = rgb.shape[:2]
-        K = calib.reshape(3, 3) if calib.size == 9 else np.array([[float(calib), 0, w / 2], [0, float(calib), h / 2],
-                                                                   [0, 0, 1.0]])
-        frames.append(Frame(path.stem, path.name, rgb, K, np.loadtxt(folder / "poses" / f"{path.stem}.txt")))
+    for i in range(len(data)):
+        item = data[i]
+        rgb = np.ascontiguousarray(data.load_rgb(i))
+        if rgb.ndim == 2:
+            rgb = np.repeat(rgb[:, :, None], 3, axis=2)
+        frames.append(Frame(Path(item.name).stem, Path(item.rgb_path).name, rgb, np.asarray(item.K, np.float64),
+                            np.asarray(item.pose, np.float64)))
     if not frames:
-        raise ValueError(f"no images in {folder / 'rgb'}")
+        raise ValueError(f"no images in {Path(scene) / split / 'rgb'}")
     return frames
 
 
