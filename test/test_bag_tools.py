@@ -346,7 +346,8 @@ def test_train_from_bag_localizes_the_test_bag(scene, untrained_map, ros_domain,
     test_bag = _bag(scene, tmp_path, "mcap")
     map_path = tmp_path / "from_bag.pt"
     assert train_map.main(["--bag", str(train_bag), "--tf-frames", "map", "camera_gt",
-                           str(map_path), "--preset", "cpu"]) == 0
+                           str(map_path), "--preset", "cpu", "--image_resolution", "240",
+                           "--max_iterations", "1500"]) == 0  # the bag path is under test, not the preset
     medians = {}
     for name, m in (("trained", map_path), ("untrained", untrained_map)):
         out = tmp_path / f"replay_{name}"
