@@ -50,10 +50,16 @@ from glace_ros.pose_messages import (TfBuffer, invert_rigid, map_to_odom, point_
                                      transform_stamped_from_matrix)
 from glace_ros.qos import image_qos, pose_qos, tf_qos, tf_static_qos
 from glace_ros.relocalizer_params import (NODE_NAME, PARAMETERS, PARAMETERS_BY_NAME, RelocalizerParams,
-                                          compressed_topic, validate_parameter)
+                                          compressed_topic, validate_parameter, yaml_document)
 
 __all__ = ["RelocalizerNode", "StartupError", "main"]
 
+USAGE = """usage: glace-relocalizer --ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r __node:=NAME]
+
+The GLACE relocalizer node (also `ros2 run glace_ros relocalizer`). Parameters, with their defaults
+(the content of config/relocalizer.yaml):
+
+"""
 THROTTLE_S = 5.0  # seconds between repeated warnings of one kind
 CAMERA_INFO_WAIT_S = 0.2  # how long an image may wait for its CameraInfo (published at the same time)
 DIAGNOSTICS_PERIOD_S = 1.0
@@ -493,6 +499,11 @@ class RelocalizerNode(Node):
 
 def main(args=None) -> int:
     """Console script ``glace-relocalizer`` / ``ros2 run glace_ros relocalizer``; returns the exit code."""
+    argv = list(sys.argv[1:] if args is None else args)
+    user_args = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in user_args or "--help" in user_args:
+        print(USAGE + yaml_document(), end="")
+        return 0
     rclpy.init(args=args)
     node = None
     code = 0

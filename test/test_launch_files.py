@@ -247,3 +247,13 @@ def test_compressed_topic():
 def test_markdown_table_lists_every_parameter():
     table = markdown_table()
     assert all(f"| `{p.name}` |" in table for p in PARAMETERS)
+
+
+def test_relocalizer_help_lists_every_parameter_with_its_default(capsys):
+    from glace_ros.relocalizer_node import main
+
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: glace-relocalizer")
+    for spec in PARAMETERS:
+        assert f"    {spec.name}: " in out, spec.name
