@@ -98,18 +98,7 @@ class FoldedHead(nn.Module):
             self.skip.bias.data.copy_(s_b if g == 0 else torch.zeros_like(s_b))
             self.register_buffer("skip_global_weight", s_g)
             self.register_buffer("skip_global_bias", s_b)
-        self.res3_conv2, self.res3_conv3 = head.res3_conv2, head.res3_conv3
-        self.blocks = nn.ModuleList(nn.ModuleList(block) for block in head._blocks())
-        self.fc1, self.fc2, self.fc3 = head.fc1, head.fc2, head.fc3
-        self.fcc = getattr(head, "fcc", None)
-        if self.use_homogeneous:
-            self.h_beta = float(head.h_beta.item())
-            self.max_inv_scale = float(head.max_inv_scale.item())
-            self.min_inv_scale = float(head.min_inv_scale.item())
-        if self.num_decoder_clusters > 1:
-            self.register_buffer("centers", head.centers.detach().float().clone())
-        else:
-            self.register_buffer("mean", head.mean.detach().float().clone())
+        self.head = head  # the layers after the first: GlaceHead.decode
 
     def forward(self, features: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
         """features ``(N, C, h, w)`` float32; global_features ``(N, G)`` (None without global input)."""
@@ -127,27 +116,7 @@ class FoldedHead(nn.Module):
         else:
             y = F.relu(self.first(features))
             skip = features if self.identity_skip else self.skip(features)
-        y = F.relu(self.res3_conv2(y))
-        y = F.relu(self.res3_conv3(y))
-        res = skip + y
-        for c0, c1, c2 in self.blocks:
-            y = F.relu(c0(res))
-            y = F.relu(c1(y))
-            y = F.relu(c2(y))
-            res = res + y
-        s = F.relu(self.fc1(res))
-        s = F.relu(self.fc2(s))
-        if self.num_decoder_clusters > 1:
-            weights = F.softmax(self.fcc(s), dim=1)
-            offset = torch.sum(weights.unsqueeze(2) * self.centers, dim=1)
-        else:
-            offset = self.mean
-        sc = self.fc3(s)
-        if self.use_homogeneous:
-            h_w = F.softplus(sc[:, 3:4], beta=self.h_beta) + self.max_inv_scale
-            h_w = torch.clamp(h_w, max=self.min_inv_scale)
-            sc = sc[:, :3] / h_w
-        return (sc + offset).float().contiguous()
+        return self.head.decode(y, skip).contiguous()
 
 
 class _EncoderHead(nn.Module):

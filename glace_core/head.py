@@ -200,10 +200,15 @@ class GlaceHead(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"head expects input (N, {self.in_channels}, h, w), got shape {tuple(x.shape)}")
         x = x.to(self.res3_conv1.weight.dtype)
-        y = F.relu(self.res3_conv1(x))
+        return self.decode(F.relu(self.res3_conv1(x)), self.head_skip(x))
+
+    def decode(self, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Scene coordinates ``(N, 3, h, w)`` float32 from the first layer's activations
+        ``y = relu(res3_conv1(x))`` ``(N, h_c, h, w)`` and ``skip = head_skip(x)`` ``(N, h_c, h, w)``
+        (the rest of the head; ``glace_core.fast_inference`` computes y and skip its own way)."""
         y = F.relu(self.res3_conv2(y))
         y = F.relu(self.res3_conv3(y))
-        res = self.head_skip(x) + y
+        res = skip + y
         for c0, c1, c2 in self._blocks():
             y = F.relu(c0(res))
             y = F.relu(c1(y))
