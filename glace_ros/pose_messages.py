@@ -50,32 +50,9 @@ def _check_matrix(T: np.ndarray, name: str) -> np.ndarray:
 
 
 def rotation_matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation -> (4,) unit quaternion (x, y, z, w) with w >= 0.
-
-    Shepperd's method: the largest of (w, x, y, z) is computed from the diagonal and the others from
-    off-diagonal sums, so it is stable near 180° rotations where w -> 0.
-    """
-    R = np.asarray(R, dtype=np.float64)
-    if R.shape != (3, 3) or not np.all(np.isfinite(R)):
-        raise ValueError(f"rotation must be a finite (3, 3) matrix, got shape {R.shape}")
-    tr = R[0, 0] + R[1, 1] + R[2, 2]
-    candidates = (tr, R[0, 0], R[1, 1], R[2, 2])
-    i = int(np.argmax(candidates))
-    if i == 0:
-        s = 2.0 * math.sqrt(max(1.0 + tr, 0.0))
-        q = ((R[2, 1] - R[1, 2]) / s, (R[0, 2] - R[2, 0]) / s, (R[1, 0] - R[0, 1]) / s, 0.25 * s)
-    elif i == 1:
-        s = 2.0 * math.sqrt(max(1.0 + R[0, 0] - R[1, 1] - R[2, 2], 0.0))
-        q = (0.25 * s, (R[0, 1] + R[1, 0]) / s, (R[0, 2] + R[2, 0]) / s, (R[2, 1] - R[1, 2]) / s)
-    elif i == 2:
-        s = 2.0 * math.sqrt(max(1.0 - R[0, 0] + R[1, 1] - R[2, 2], 0.0))
-        q = ((R[0, 1] + R[1, 0]) / s, 0.25 * s, (R[1, 2] + R[2, 1]) / s, (R[0, 2] - R[2, 0]) / s)
-    else:
-        s = 2.0 * math.sqrt(max(1.0 - R[0, 0] - R[1, 1] + R[2, 2], 0.0))
-        q = ((R[0, 2] + R[2, 0]) / s, (R[1, 2] + R[2, 1]) / s, 0.25 * s, (R[1, 0] - R[0, 1]) / s)
-    q = np.array(q)
-    q /= np.linalg.norm(q)
-    return -q if q[3] < 0 else q
+    """(3, 3) rotation -> (4,) unit quaternion in ROS order (x, y, z, w), w >= 0
+    (``glace_core.geometry.rotation_matrix_to_quaternion``, reordered)."""
+    return geometry.rotation_matrix_to_quaternion(R)[[1, 2, 3, 0]]
 
 
 def quaternion_to_rotation_matrix(q: np.ndarray) -> np.ndarray:
@@ -87,12 +64,8 @@ def quaternion_to_rotation_matrix(q: np.ndarray) -> np.ndarray:
 
 
 def invert_rigid(T: np.ndarray) -> np.ndarray:
-    """Inverse of a (4, 4) rigid transform: [Rᵀ | -Rᵀt]."""
-    T = np.asarray(T, dtype=np.float64)
-    inv = np.eye(4)
-    inv[:3, :3] = T[:3, :3].T
-    inv[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return inv
+    """Inverse of a (4, 4) rigid transform: [Rᵀ | -Rᵀt] (``glace_core.geometry.invert_pose``)."""
+    return geometry.invert_pose(T)
 
 
 # --------------------------------------------------------------------------- geometry_msgs
