@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glace_core.converters.common import (ConversionError, SplitWriter, checked_pose, download, extract_zip,
+from glace_core.converters.common import (ConversionError, SplitWriter, select_scenes, checked_pose, download, extract_zip,
                                           focal_K, pose_from_centre, read_nvm_cameras, require_file,
                                           resize_image)
 
@@ -114,12 +114,6 @@ def convert(raw_dir: Path, out_dir: Path, *, scene: str | None = None, download_
         for name in [scene] if scene else sorted(URLS):
             if not (raw_dir / name / "dataset_train.txt").is_file():
                 extract_zip(download(URLS[name], raw_dir / f"{name}.zip"), raw_dir)
-    scenes = find_scenes(raw_dir)
-    if scene is not None:
-        if scene not in scenes:
-            raise ConversionError(f"Cambridge scene {scene!r} not found in {raw_dir} (found: {sorted(scenes)})")
-        scenes = {scene: scenes[scene]}
-    if not scenes:
-        raise ConversionError(f"no Cambridge scene (a folder with dataset_train.txt) in {raw_dir}")
+    scenes = select_scenes(find_scenes(raw_dir), scene, "Cambridge", raw_dir, "dataset_train.txt")
     return {name: convert_scene(path, out_dir / f"{OUTPUT_PREFIX}{name}", resolution=resolution, link=link)
             for name, path in scenes.items()}

@@ -29,6 +29,21 @@ class ConversionError(ValueError):
     """A raw dataset is missing files or has contents the converter cannot read."""
 
 
+def select_scenes(found: dict[str, Path], wanted: str | None, dataset: str, raw_dir: Path,
+                  marker: str, label: str | None = None) -> dict[str, Path]:
+    """The scenes to convert: all of ``found`` (name -> folder), or only ``wanted``. Raises
+    ConversionError naming ``dataset`` when ``wanted`` is missing or nothing was found (``marker``
+    says what makes a folder a scene; ``label`` is how the user wrote ``wanted``)."""
+    if wanted is not None:
+        if wanted not in found:
+            raise ConversionError(f"{dataset} scene {(label or wanted)!r} not found in {raw_dir} "
+                                  f"(found: {sorted(found)})")
+        found = {wanted: found[wanted]}
+    if not found:
+        raise ConversionError(f"no {dataset} scene (a folder with {marker}) in {raw_dir}")
+    return found
+
+
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise ConversionError(f"{what} not found: {path}")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glace_core.converters.common import (ConversionError, SplitWriter, checked_pose, download, extract_zip,
+from glace_core.converters.common import (ConversionError, SplitWriter, select_scenes, checked_pose, download, extract_zip,
                                           read_pose_matrix, register_depth, require_dir, require_file)
 from glace_core.converters.pgt import lookup_pgt
 
@@ -135,12 +135,6 @@ def convert(raw_dir: Path, out_dir: Path, *, scene: str | None = None, pgt: Path
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     if download_missing:
         download_scenes(raw_dir, [scene] if scene else list(SCENES))
-    scenes = find_scenes(raw_dir)
-    if scene is not None:
-        if scene not in scenes:
-            raise ConversionError(f"7-Scenes scene {scene!r} not found in {raw_dir} (found: {sorted(scenes)})")
-        scenes = {scene: scenes[scene]}
-    if not scenes:
-        raise ConversionError(f"no 7-Scenes scene (a folder with TrainSplit.txt) in {raw_dir}")
+    scenes = select_scenes(find_scenes(raw_dir), scene, "7-Scenes", raw_dir, "TrainSplit.txt")
     return {name: convert_scene(path, out_dir / f"{OUTPUT_PREFIX}{name}", depth=depth, pgt=pgt, link=link)
             for name, path in scenes.items()}

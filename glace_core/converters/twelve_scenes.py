@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glace_core.converters.common import (ConversionError, SplitWriter, checked_pose, download, extract_zip,
+from glace_core.converters.common import (ConversionError, SplitWriter, select_scenes, checked_pose, download, extract_zip,
                                           read_pose_matrix, require_dir, require_file)
 from glace_core.converters.pgt import lookup_pgt
 
@@ -154,12 +154,6 @@ def convert(raw_dir: Path, out_dir: Path, *, scene: str | None = None, pgt: Path
     wanted = scene.replace("/", "_") if scene else None
     if download_missing:
         download_scenes(raw_dir, [s for s in SCENES if wanted in (None, s.replace("/", "_"))] or list(SCENES))
-    scenes = find_scenes(raw_dir)
-    if wanted is not None:
-        if wanted not in scenes:
-            raise ConversionError(f"12-Scenes scene {scene!r} not found in {raw_dir} (found: {sorted(scenes)})")
-        scenes = {wanted: scenes[wanted]}
-    if not scenes:
-        raise ConversionError(f"no 12-Scenes scene (a folder with split.txt) in {raw_dir}")
+    scenes = select_scenes(find_scenes(raw_dir), wanted, "12-Scenes", raw_dir, "split.txt", label=scene)
     return {name: convert_scene(path, out_dir / f"{OUTPUT_PREFIX}{name}", pgt=pgt, link=link)
             for name, path in scenes.items()}
