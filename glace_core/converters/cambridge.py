@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from glace_core.converters.common import (ConversionError, SplitWriter, select_scenes, checked_pose, download, extract_zip,
-                                          focal_K, pose_from_centre, read_nvm_cameras, require_file,
-                                          resize_image)
+from glace_core.converters.common import (ConversionError, SplitWriter, checked_pose, download, extract_zip, focal_K,
+                                          pose_from_centre, read_nvm_cameras, require_file, resize_image,
+                                          select_scenes)
 
 _logger = logging.getLogger(__name__)
 

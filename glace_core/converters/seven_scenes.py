@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glace_core.converters.common import (ConversionError, SplitWriter, select_scenes, checked_pose, download, extract_zip,
-                                          read_pose_matrix, register_depth, require_dir, require_file)
+from glace_core.converters.common import (ConversionError, SplitWriter, checked_pose, download, extract_zip,
+                                          read_pose_matrix, register_depth, require_dir, require_file, select_scenes)
 from glace_core.converters.pgt import lookup_pgt
 
 _logger = logging.getLogger(__name__)
