@@ -70,6 +70,16 @@ def render(textures: list[np.ndarray], cam_to_world: np.ndarray, focal: float, h
     return image, t  # t is the z-depth because the camera rays have z = 1
 
 
+def write_frame(folder: Path, index: int, rgb: np.ndarray, depth: np.ndarray, pose: np.ndarray,
+                focal: float) -> None:
+    """Frame ``index`` into a split folder: rgb/, poses/, calibration/ (one focal) and depth/ (mm)."""
+    name = f"frame-{index:05d}"
+    cv2.imwrite(str(folder / "rgb" / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    np.savetxt(folder / "poses" / f"{name}.txt", pose)
+    np.savetxt(folder / "calibration" / f"{name}.txt", [focal])
+    cv2.imwrite(str(folder / "depth" / f"{name}.png"), np.round(depth * 1000).astype(np.uint16))
+
+
 def write_box_scene(root: str | Path, seed: int, n_train: int, n_test: int, height: int = 96,
                     width: int = 128) -> Path:
     """Write a DSAC*-layout box-room scene with train/test splits; returns ``root``."""
@@ -87,9 +97,5 @@ def write_box_scene(root: str | Path, seed: int, n_train: int, n_test: int, heig
             pose[:3, :3] = _look(rng.uniform(-np.pi, np.pi), rng.uniform(-0.3, 0.3))
             pose[:3, 3] = rng.uniform(-0.6, 0.6, 3) * np.array([1.0, 0.5, 1.0])
             rgb, depth = render(textures, pose, focal, height, width, tiles)
-            name = f"frame-{i:05d}"
-            cv2.imwrite(str(root / split / "rgb" / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            np.savetxt(root / split / "poses" / f"{name}.txt", pose)
-            np.savetxt(root / split / "calibration" / f"{name}.txt", [focal])
-            cv2.imwrite(str(root / split / "depth" / f"{name}.png"), np.round(depth * 1000).astype(np.uint16))
+            write_frame(root / split, i, rgb, depth, pose, focal)
     return root

@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 SEED = 11
@@ -78,7 +77,7 @@ def write_loop_scene(root: Path, seed: int = SEED, n_train: int = N_TRAIN, n_tes
                      height: int = HEIGHT, width: int = WIDTH) -> Path:
     """A DSAC*-layout scene: the camera circles the room's centre looking outwards (yaw following the
     loop, pitch and radius wobbling); test frames sit between training frames on the same loop."""
-    from pretraining_fixtures import _look, _textures, render
+    from pretraining_fixtures import _look, _textures, render, write_frame
 
     rng = np.random.default_rng(seed)
     pool = _textures()
@@ -101,11 +100,7 @@ def write_loop_scene(root: Path, seed: int = SEED, n_train: int = N_TRAIN, n_tes
         for i, u in enumerate(positions):
             pose = pose_at(u)
             rgb, depth = render(textures, pose, focal, height, width, 2)
-            name = f"frame-{i:05d}"
-            cv2.imwrite(str(root / split / "rgb" / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            np.savetxt(root / split / "poses" / f"{name}.txt", pose)
-            np.savetxt(root / split / "calibration" / f"{name}.txt", [focal])
-            cv2.imwrite(str(root / split / "depth" / f"{name}.png"), np.round(depth * 1000).astype(np.uint16))
+            write_frame(root / split, i, rgb, depth, pose, focal)
     return root
 
 
