@@ -141,8 +141,8 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     from glace_core.training.trainer import resolve_device
 
     for name, value in (("hypotheses", hypotheses), ("threshold", threshold), ("inlier_alpha", inlier_alpha),
-                        ("max_pixel_error", max_pixel_error), ("image_resolution", image_resolution or 1)):
-        if not value > 0:
+                        ("max_pixel_error", max_pixel_error), ("image_resolution", image_resolution)):
+        if value is not None and not value > 0:  # image_resolution None: the map's (checked below)
             raise ValueError(f"{name} must be > 0, got {value!r}")
     if isinstance(scene, (str, os.PathLike)):
         from glace_core.dataset import SceneSplit
@@ -191,7 +191,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
             tg = time.perf_counter()
             if fast is not None:
                 sc = fast(image, g)
-                t1 = t2 = time.perf_counter()
+                t2 = time.perf_counter()
                 stage_times = {"global": tg - t0, "network": t2 - tg}
             else:
                 feats = encoder(image.to(dev))

@@ -167,3 +167,10 @@ def test_fast_and_plain_inference_give_the_same_poses(scene, trained_map, capsys
         assert fast[0] == plain[0]
         np.testing.assert_allclose(fast[1], plain[1], atol=1e-3)  # poses from coordinates equal within 1e-4 rel.
         assert abs(fast[5] - plain[5]) <= max(2, 0.02 * plain[5])  # inlier counts
+
+
+def test_a_zero_image_resolution_is_refused(scene, trained_map):
+    from glace_core.evaluation import evaluate_scene
+
+    with pytest.raises(ValueError, match="image_resolution must be > 0"):
+        evaluate_scene(scene, trained_map, image_resolution=0, encoder_path=ENCODER)
