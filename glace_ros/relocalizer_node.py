@@ -180,6 +180,7 @@ class RelocalizerNode(Node):
         self.create_subscription(TFMessage, "/tf_static", lambda m: self._on_tf(m, True), tf_static_qos())
         self.create_timer(DIAGNOSTICS_PERIOD_S, self.publish_diagnostics)
 
+        self._ransac_pending = None  # pipelined_ransac: the future of the frame whose RANSAC runs now
         self._worker = threading.Thread(target=self._work, name="glace-relocalizer-worker", daemon=True)
         self._worker.start()
         enc = getattr(self.pipeline.encoder, "encoder_id", getattr(self.pipeline.encoder, "name", "?"))
@@ -266,7 +267,7 @@ class RelocalizerNode(Node):
         self._wait_for_ransac()
 
     def _wait_for_ransac(self) -> None:
-        pending, self._ransac_pending = getattr(self, "_ransac_pending", None), None
+        pending, self._ransac_pending = self._ransac_pending, None
         if pending is not None:
             pending.result()  # _finish_async never raises (it logs)
 
