@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import queue
 import subprocess
 import sys
 import threading
@@ -71,7 +72,9 @@ class GLProcessRenderer:
         self._proc = subprocess.Popen([sys.executable, "-m", "glace_core.synthetic.render_process"],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._stderr: list[bytes] = []
+        self._replies: queue.Queue = queue.Queue()
         threading.Thread(target=self._drain_stderr, daemon=True).start()
+        threading.Thread(target=self._read_replies, daemon=True).start()
         try:
             self._send((room, camera))
             status, message = self._receive("starting")
@@ -97,24 +100,26 @@ class GLProcessRenderer:
         except (BrokenPipeError, OSError) as exc:
             raise GLUnavailable(f"the GL renderer process is gone ({self._tail()})") from exc
 
+    def _read_replies(self) -> None:
+        """Reader thread: every reply of the child into the queue; its end as the exception."""
+        stdout = self._proc.stdout
+        while True:
+            try:
+                self._replies.put(pickle.load(stdout))
+            except (EOFError, pickle.UnpicklingError, OSError, ValueError) as exc:
+                self._replies.put(exc)
+                return
+
     def _receive(self, what: str):
-        result: list = []
-        reader = threading.Thread(target=lambda: result.append(self._load()), daemon=True)
-        reader.start()
-        reader.join(_TIMEOUT_S)
-        if reader.is_alive():
+        try:
+            reply = self._replies.get(timeout=_TIMEOUT_S)
+        except queue.Empty:
             self._proc.kill()
-            raise RuntimeError(f"the GL renderer process did not answer within {_TIMEOUT_S:.0f} s ({what})")
-        if isinstance(result[0], BaseException):
+            raise RuntimeError(f"the GL renderer process did not answer within {_TIMEOUT_S:.0f} s ({what})") from None
+        if isinstance(reply, BaseException):
             raise GLUnavailable(f"the GL renderer process died while {what} (exit code {self._proc.poll()}; "
                                 f"{self._tail()})")
-        return result[0]
-
-    def _load(self):
-        try:
-            return pickle.load(self._proc.stdout)
-        except (EOFError, pickle.UnpicklingError, OSError) as exc:
-            return exc
+        return reply
 
     def _tail(self) -> str:
         text = b"".join(self._stderr).decode(errors="replace").strip()
