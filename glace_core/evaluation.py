@@ -3,7 +3,9 @@
 For each frame of a split: preprocess (shorter side ``image_resolution``), encode, predict scene
 coordinates with the head (global features from the split's ``features.npy`` when the head has a
 global input), then estimate the pose with ``dsac_native.estimate_pose`` using the full fx, fy,
-cx, cy of the preprocessed K and the same RANSAC seed for every frame.
+cx, cy of the preprocessed K and the same RANSAC seed for every frame. An ensemble map gives one
+set of scene coordinates per routed head (``glace_core.map_predictor``); each gets RANSAC and the
+pose with the most inliers is kept.
 
 Errors follow the reference: ``t_err = ||t_gt - t_est||`` (m), ``r_err`` = angle of
 ``R_est R_gt^T`` (degrees). A frame where RANSAC found no pose counts with infinite errors.
@@ -46,6 +48,7 @@ class FrameRecord:
     t_err_m: float  # nan without ground truth, inf without a pose
     r_err_deg: float
     times: dict[str, float] = field(default_factory=dict)  # seconds: encoder, head, ransac
+    head: int = 0  # the head of an ensemble map whose pose was kept (0 for a single head)
 
 
 @dataclass
@@ -113,33 +116,33 @@ def _global_source(dataset, head, feat_name: str, checkpoint: str | os.PathLike 
     return torch.zeros(len(dataset), g, device=device), None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", encoder_path: str | None = None,
                    image_resolution: int | None = None, hypotheses: int = 64, threshold: float = 10.0,
                    inlier_alpha: float = 100.0, max_pixel_error: float = 100.0, feat_name: str = "features.npy",
                    device: str = "auto", seed: int = 0, num_threads: int = 0,
                    global_features_checkpoint: str | os.PathLike | None = None, scene_name: str | None = None,
-                   progress: bool = False, fast_inference: bool = True) -> EvalResult:
+                   progress: bool = False, fast_inference: bool = True,
+                   ensemble_candidates: int = 2) -> EvalResult:
     """Localise every frame of ``scene`` (a scene folder, using ``split``, or any object with the
     SceneSplit interface) against the map at ``map_path``. Returns per-frame records and a summary.
     ``image_resolution`` None means the map's training resolution (sidecar), else 480 (the reference's).
     ``fast_inference``: on CPU, run encoder and head through ``glace_core.fast_inference`` (same
     scene coordinates within 1e-4; timed together as "network"); False or CUDA: the plain modules,
-    timed as "encoder" and "head"."""
+    timed as "encoder" and "head". ``ensemble_candidates``: heads of an ensemble map tried per frame
+    (the best-routed ones; 0: all); RANSAC runs on each and the pose with most inliers is kept."""
     import dsac_native
     from tqdm import tqdm
 
     from glace_core.encoder_registry import resolve_map_encoder
     from glace_core.geometry import pose_errors
     from glace_core.map_files import check_encoder_compatibility, training_resolution
-    from glace_core.network import load_head
+    from glace_core.map_predictor import MapPredictor
+    from glace_core.network import load_map
     from glace_core.preprocess import preprocess_image
     from glace_core.training.trainer import resolve_device
 
+    if int(ensemble_candidates) < 0:
+        raise ValueError(f"ensemble_candidates must be >= 0 (0: every head), got {ensemble_candidates!r}")
     for name, value in (("hypotheses", hypotheses), ("threshold", threshold), ("inlier_alpha", inlier_alpha),
                         ("max_pixel_error", max_pixel_error), ("image_resolution", image_resolution)):
         if value is not None and not value > 0:  # image_resolution None: the map's (checked below)
@@ -153,7 +156,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         dataset = scene
         scene_name = scene_name or getattr(dataset, "name", "scene")
     dev = resolve_device(device)
-    head = load_head(map_path, dev)
+    head = load_map(map_path, dev)
     encoder = resolve_map_encoder(encoder_path, head.metadata, dev)
     check_encoder_compatibility(head, encoder)
     trained_at = training_resolution(head)
@@ -168,11 +171,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     global_feats, descriptor = _global_source(dataset, head, feat_name, global_features_checkpoint, dev)
     with_gt = _has_ground_truth(dataset)
     use_amp = dev.type == "cuda"
-    fast = None
-    if fast_inference and dev.type == "cpu":
-        from glace_core.fast_inference import FastRegressor
-
-        fast = FastRegressor(encoder, head)
+    predictor = MapPredictor(encoder, head, fast=fast_inference, candidates=ensemble_candidates)
 
     records: list[FrameRecord] = []
     for i in tqdm(range(len(dataset)), desc="localising", disable=not progress):
@@ -180,32 +179,28 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         rgb = dataset.load_rgb(i)
         image, K = preprocess_image(rgb, frame.K, resolution=int(image_resolution))
         K = np.asarray(K, dtype=np.float64)
+        t0 = time.perf_counter()
+        g = None
         with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-            t0 = time.perf_counter()
-            g = None
             if descriptor is not None:
                 rgb3 = rgb if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, axis=2)
                 g = descriptor(torch.from_numpy(np.array(rgb3)).permute(2, 0, 1)[None].float().div(255).to(dev))
             elif global_feats is not None:
                 g = global_feats[i:i + 1]
-            tg = time.perf_counter()
-            if fast is not None:
-                sc = fast(image, g)
-                t2 = time.perf_counter()
-                stage_times = {"global": tg - t0, "network": t2 - tg}
-            else:
-                feats = encoder(image.to(dev))
-                _sync(dev)
-                t1 = time.perf_counter()
-                sc = head(feats, g)
-                _sync(dev)
-                t2 = time.perf_counter()
-                stage_times = {"global": tg - t0, "encoder": t1 - tg, "head": t2 - t1}
-        coords = np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32)
-        result = dsac_native.estimate_pose(
-            coords, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), subsampling=stride,
-            hypotheses=int(hypotheses), threshold=float(threshold), inlier_alpha=float(inlier_alpha),
-            max_reprojection_error=float(max_pixel_error), seed=int(seed), num_threads=int(num_threads))
+        tg = time.perf_counter()
+        candidates = predictor(image, g)
+        t2 = time.perf_counter()
+        stage_times = {"global": tg - t0, **predictor.timings}
+        best = None
+        for k, sc in candidates:
+            coords = np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32)
+            result = dsac_native.estimate_pose(
+                coords, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), subsampling=stride,
+                hypotheses=int(hypotheses), threshold=float(threshold), inlier_alpha=float(inlier_alpha),
+                max_reprojection_error=float(max_pixel_error), seed=int(seed), num_threads=int(num_threads))
+            if best is None or (result.success, result.inlier_count) > (best[1].success, best[1].inlier_count):
+                best = (k, result)
+        head_index, result = best
         t3 = time.perf_counter()
         pose = np.asarray(result.camera_to_world, dtype=np.float64) if result.success else None
         if pose is not None and not np.all(np.isfinite(pose)):
@@ -219,7 +214,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         file_name = Path(getattr(frame, "rgb_path", None) or frame.name).name
         records.append(FrameRecord(str(frame.name), file_name, pose, pose is not None,
                                    int(result.inlier_count) if pose is not None else 0, t_err, r_err,
-                                   {**stage_times, "ransac": t3 - t2}))
+                                   {**stage_times, "ransac": t3 - t2}, head_index))
     return EvalResult(scene_name, records, summarize(records, with_gt))
 
 

@@ -20,6 +20,10 @@ Kept out on purpose: the 1x1 head as ``torch.addmm`` on (HW, C) rows (MKL's sgem
 half of oneDNN's convolution throughput on this AMD CPU: measured slower), ``torch.compile``
 (not measured: the frozen graph already runs the convolutions at oneDNN's rate), reduced precision
 (not within 1e-4). On CUDA the wrapper runs the plain modules (the caller's autocast applies).
+
+``FastModule`` applies the same (channels-last copy, frozen graph per input shape) to one module:
+ensemble maps (``glace_core.map_predictor``) run the encoder once and then only the routed heads,
+so encoder and heads are frozen separately there.
 """
 from __future__ import annotations
 
@@ -34,7 +38,7 @@ from torch import nn
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["FastInferenceConfig", "FoldedHead", "FastRegressor", "freeze_for_inference"]
+__all__ = ["FastInferenceConfig", "FoldedHead", "FastModule", "FastRegressor", "freeze_for_inference"]
 
 
 def freeze_for_inference(module: nn.Module, args: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
@@ -128,6 +132,63 @@ class _EncoderHead(nn.Module):
         return self.head(self.encoder(image), global_features)
 
 
+class _GraphCache:
+    """Frozen graphs of one module, one per input shape (LRU, ``max_size``); None once tracing failed."""
+
+    def __init__(self, module: nn.Module, max_size: int):
+        self.module, self.max_size = module, max(int(max_size), 1)
+        self.graphs: OrderedDict[tuple, torch.jit.ScriptModule] = OrderedDict()
+        self.failed = False
+
+    def get(self, args: tuple[torch.Tensor, ...]):
+        key = tuple(tuple(a.shape) for a in args)
+        graph = self.graphs.get(key)
+        if graph is not None:
+            self.graphs.move_to_end(key)
+            return graph
+        try:
+            graph = freeze_for_inference(self.module, args)
+        except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to eager
+            _logger.warning("fast inference: tracing failed (%s); using the eager channels-last path", exc)
+            self.failed = True
+            return None
+        self.graphs[key] = graph
+        while len(self.graphs) > self.max_size:
+            self.graphs.popitem(last=False)
+        return graph
+
+
+def _prepare(module: nn.Module, config: FastInferenceConfig) -> nn.Module:
+    """A frozen float32 eval copy of ``module`` (channels-last when configured)."""
+    net = module.float().eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.to(memory_format=torch.channels_last) if config.channels_last else net
+
+
+class FastModule:
+    """Any tensor -> tensor module on CPU through ``config``'s optimisations (a copy; the original is
+    untouched): ``FastModule(encoder)(image)`` or ``FastModule(FoldedHead(head))(features, g)``.
+    4-D inputs are made channels-last when configured; one frozen graph per input shapes."""
+
+    def __init__(self, module: nn.Module, config: FastInferenceConfig = FastInferenceConfig()):
+        import copy
+
+        self.config = config
+        self.device = next(iter(list(module.parameters()) + list(module.buffers()))).device
+        self._net = _prepare(copy.deepcopy(module), config)
+        self._cache = _GraphCache(self._net, config.max_cached_shapes)
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        args = tuple(a.to(self.device, torch.float32) for a in args)
+        if self.config.channels_last:
+            args = tuple(a.contiguous(memory_format=torch.channels_last) if a.ndim == 4 else a.contiguous()
+                         for a in args)
+        with torch.no_grad():
+            graph = self._cache.get(args) if self.config.freeze and not self._cache.failed else None
+            return graph(*args) if graph is not None else self._net(*args)
+
+
 class FastRegressor:
     """Encoder + head for inference: ``(image (N, 1, H, W), global (N, G) or None) -> (N, 3, ceil(H/8), ceil(W/8))``.
 
@@ -145,17 +206,19 @@ class FastRegressor:
         if config.num_threads > 0:
             torch.set_num_threads(int(config.num_threads))
         self._cpu = self.device.type == "cpu"
-        self._traced: OrderedDict[tuple, torch.jit.ScriptModule] = OrderedDict()
-        self._trace_failed = False
         if not self._cpu:
             return
         fast_head = FoldedHead(head) if config.fold_global else copy.deepcopy(head)
-        net = _EncoderHead(copy.deepcopy(encoder), fast_head).float().eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        if config.channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        self._net = net
+        self._net = _prepare(_EncoderHead(copy.deepcopy(encoder), fast_head), config)
+        self._cache = _GraphCache(self._net, config.max_cached_shapes)
+
+    @property
+    def _traced(self) -> "OrderedDict[tuple, torch.jit.ScriptModule]":
+        return self._cache.graphs
+
+    @property
+    def _trace_failed(self) -> bool:
+        return self._cache.failed
 
     def _check(self, image: torch.Tensor, global_features: torch.Tensor | None) -> None:
         if image.ndim != 4 or image.shape[1] != 1 or not image.is_floating_point():
@@ -166,24 +229,6 @@ class FastRegressor:
             if global_features.ndim == 2 and tuple(global_features.shape) != (image.shape[0], self.global_channels):
                 raise ValueError(f"global features must have shape ({image.shape[0]}, {self.global_channels}), "
                                  f"got {tuple(global_features.shape)}")
-
-    def _graph(self, image: torch.Tensor, gvec: torch.Tensor | None):
-        key = (tuple(image.shape), None if gvec is None else tuple(gvec.shape))
-        graph = self._traced.get(key)
-        if graph is not None:
-            self._traced.move_to_end(key)
-            return graph
-        args = (image,) if gvec is None else (image, gvec)
-        try:
-            graph = freeze_for_inference(self._net, args)
-        except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to eager
-            _logger.warning("fast inference: tracing failed (%s); using the eager channels-last path", exc)
-            self._trace_failed = True
-            return None
-        self._traced[key] = graph
-        while len(self._traced) > max(int(self.config.max_cached_shapes), 1):
-            self._traced.popitem(last=False)
-        return graph
 
     def __call__(self, image: torch.Tensor, global_features: torch.Tensor | None = None) -> torch.Tensor:
         """Scene coordinates ``(N, 3, h, w)`` float32; see the class docstring for the shapes."""
@@ -197,8 +242,7 @@ class FastRegressor:
             image = image.contiguous(memory_format=torch.channels_last)
         if gvec is not None:
             gvec = gvec.to(self.device, torch.float32).contiguous()
+        args = (image,) if gvec is None else (image, gvec)
         with torch.no_grad():
-            graph = self._graph(image, gvec) if self.config.freeze and not self._trace_failed else None
-            if graph is not None:
-                return graph(image) if gvec is None else graph(image, gvec)
-            return self._net(image, gvec)
+            graph = self._cache.get(args) if self.config.freeze and not self._cache.failed else None
+            return graph(*args) if graph is not None else self._net(*args)

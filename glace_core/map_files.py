@@ -10,6 +10,10 @@ A map is a GLACE head file in the official layout (every tensor fp16, buffers in
 (of the head file, to detect a stale sidecar), ``encoder`` (what ``encoder_metadata`` returns: name,
 out_channels and, when known, the sha256 of the encoder file) and whatever else the caller passes
 (e.g. ``training`` options).
+
+An *ensemble map* (``glace_core.head_ensemble``) is one file with K heads in the official layout
+under ``<k>.`` prefixes plus a routing index; its sidecar adds ``ensemble`` (K, how the clusters
+were made). ``save_head`` writes either kind; ``glace_core.network.load_map`` reads either.
 """
 from __future__ import annotations
 
@@ -241,17 +245,31 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"map metadata value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
 
 
-def save_head(head: GlaceHead, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write ``head`` in the official layout (all fp16, spec key order) and its sidecar, both atomically.
+def save_head(head: nn.Module, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write a map, ``head`` (a GlaceHead, or a HeadEnsemble), and its sidecar, both atomically.
 
-    metadata: extra sidecar entries, e.g. ``{"encoder": encoder_metadata(enc, enc_path),
-    "training": {...}}``; ``head``, ``head_sha256``, ``format`` and ``format_version`` are set here.
-    Returns the sidecar path.
+    A GlaceHead (or an ensemble of one head) is written in the official layout (all fp16, spec key
+    order); a larger ensemble in the ensemble layout (``glace_core.head_ensemble``), with
+    ``ensemble: {"heads": K}`` added to the sidecar. metadata: extra sidecar entries, e.g.
+    ``{"encoder": encoder_metadata(enc, enc_path), "training": {...}}``; ``head``, ``head_sha256``,
+    ``format`` and ``format_version`` are set here. Returns the sidecar path.
     """
+    from glace_core.head_ensemble import HeadEnsemble, ensemble_state_dict
+
     path = Path(path)
     extra = dict(metadata or {})
+    if isinstance(head, HeadEnsemble) and len(head) == 1:
+        extra.pop("ensemble", None)
+        head = head.heads[0]
+    if isinstance(head, HeadEnsemble):
+        state = ensemble_state_dict(head)
+        extra["ensemble"] = {**dict(extra.get("ensemble") or {}), "heads": len(head)}
+    elif isinstance(head, GlaceHead):
+        state = head_state_dict_fp16(head)
+    else:
+        raise TypeError(f"save_head expects a GlaceHead or a HeadEnsemble, got {type(head).__name__}")
     buffer = io.BytesIO()
-    torch.save(head_state_dict_fp16(head), buffer)
+    torch.save(state, buffer)
     data = buffer.getvalue()
     sidecar = {**extra, "format": MAP_FORMAT, "format_version": MAP_FORMAT_VERSION,
                "head": head.config.to_dict(), "head_sha256": hashlib.sha256(data).hexdigest()}
@@ -297,14 +315,14 @@ def training_resolution(head_or_metadata: Any) -> int | None:
     return int(value) if value is not None else None
 
 
-def check_encoder_compatibility(head_or_metadata: GlaceHead | Mapping[str, Any], encoder: nn.Module) -> None:
+def check_encoder_compatibility(head_or_metadata: nn.Module | Mapping[str, Any], encoder: nn.Module) -> None:
     """Raise EncoderMismatchError if the map cannot be used with ``encoder``.
 
     Always checks the head's local input width against ``encoder.out_channels``; when the sidecar
     (a dict, or ``head.metadata`` set by load_head) records an encoder name or sha256 and the
     encoder has one too, they must match.
     """
-    if isinstance(head_or_metadata, GlaceHead):
+    if isinstance(head_or_metadata, nn.Module) and hasattr(head_or_metadata, "local_channels"):
         local = head_or_metadata.local_channels
         metadata = getattr(head_or_metadata, "metadata", None) or {}
         what = f"map {getattr(head_or_metadata, 'source_path', None) or '(in memory)'}"
@@ -314,7 +332,7 @@ def check_encoder_compatibility(head_or_metadata: GlaceHead | Mapping[str, Any],
         local = head_info.get("local_channels")
         what = "map"
     else:
-        raise TypeError(f"expected a GlaceHead or a metadata dict, got {type(head_or_metadata).__name__}")
+        raise TypeError(f"expected a GlaceHead, a HeadEnsemble or a metadata dict, got {type(head_or_metadata).__name__}")
     enc_name = getattr(encoder, "name", type(encoder).__name__)
     width = getattr(encoder, "out_channels", None)
     if width is None:

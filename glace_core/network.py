@@ -1,7 +1,8 @@
 """Public loaders for encoders and heads, and the Regressor that chains them.
 
 ``load_encoder`` picks the encoder family from the weights' key names (see
-``glace_core.encoder``); ``load_head`` infers the head architecture from the weights. A head's
+``glace_core.encoder``); ``load_head`` infers the head architecture from the weights, and
+``load_map`` reads a single head or an ensemble map (``glace_core.head_ensemble``). A head's
 input width is ``global + local``: the split is read from the map's sidecar metadata when it
 records it, otherwise ``glace_core.head.split_input_channels`` decides (768 -> 256 global + 512
 local, 512 -> 0 + 512, 320 -> 256 + 64, 64 -> 0 + 64).
@@ -17,6 +18,7 @@ from torch import nn
 
 from glace_core.encoder import encoder_families, encoder_from_state_dict
 from glace_core.head import GlaceHead
+from glace_core.head_ensemble import HeadEnsemble, is_ensemble_state_dict, split_ensemble_state_dict
 from glace_core.map_files import (MapFileError, check_encoder_compatibility, file_sha256, head_from_state_dict,
                                   load_state_dict_file, load_state_dict_strict, read_map_metadata, select_part)
 
@@ -57,16 +59,39 @@ def load_head(path: str | os.PathLike, device: str | torch.device = "cpu", *,
 
     The architecture is inferred from the weights; ``global_channels`` (or the sidecar's
     ``head.global_channels``) overrides the global/local split of the input width. The returned
-    head has ``metadata`` (the sidecar dict or None) and ``source_path`` attributes.
+    head has ``metadata`` (the sidecar dict or None) and ``source_path`` attributes. An ensemble
+    map raises MapFileError (use ``load_map``, which reads both kinds).
     """
+    head = load_map(path, device, global_channels=global_channels)
+    if isinstance(head, HeadEnsemble):
+        raise MapFileError(f"{path} is an ensemble map of {len(head)} heads, not a single head: "
+                           "load it with glace_core.network.load_map")
+    return head
+
+
+def load_map(path: str | os.PathLike, device: str | torch.device = "cpu", *,
+             global_channels: int | None = None) -> GlaceHead | HeadEnsemble:
+    """Load a map file: a single head (official layout) as a GlaceHead, or an ensemble map
+    (``glace_core.head_ensemble``) as a HeadEnsemble; float32, eval mode, on ``device``, with
+    ``metadata`` and ``source_path`` attributes. Every head is loaded strictly (load_head's rules)."""
     path = Path(path)
     state_dict = load_state_dict_file(path)
     metadata = read_map_metadata(path)
-    head = head_from_state_dict(state_dict, metadata, str(path), global_channels)
-    head.metadata = metadata
-    head.source_path = str(path)
-    _logger.info("loaded head %s: %s", path, head.config)
-    return head.float().eval().to(device)
+    if is_ensemble_state_dict(state_dict):
+        parts, descriptors, membership = split_ensemble_state_dict(state_dict, str(path))
+        heads = [head_from_state_dict(sd, metadata, f"{path} (head {k})", global_channels)
+                 for k, sd in enumerate(parts)]
+        try:
+            model: GlaceHead | HeadEnsemble = HeadEnsemble(heads, descriptors.float(), membership.float())
+        except ValueError as exc:
+            raise MapFileError(f"{path}: {exc}") from exc
+    else:
+        model = head_from_state_dict(state_dict, metadata, str(path), global_channels)
+    model.metadata = metadata
+    model.source_path = str(path)
+    _logger.info("loaded %s %s: %s", "ensemble map" if isinstance(model, HeadEnsemble) else "head", path,
+                 model.config if isinstance(model, GlaceHead) else f"{len(model)} x {model.config}")
+    return model.float().eval().to(device)
 
 
 class Regressor(nn.Module):

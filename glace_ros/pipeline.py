@@ -8,14 +8,17 @@ One frame goes through:
    every N frames (reused in between) or never. Without a checkpoint, or in mode "off", the head gets
    zero global features: a GLACE head was trained with real descriptors, so its accuracy then drops
    (a warning is logged once).
-3. Encoder + head -> scene coordinates ``(3, h, w)`` float32, stride 8, map frame.
-4. ``dsac_native.estimate_pose`` with fx, fy, cx, cy of the network-resolution K.
+3. Encoder + head -> scene coordinates ``(3, h, w)`` float32, stride 8, map frame. An ensemble
+   map (``glace_core.head_ensemble``) gives one set per routed head (``ensemble_candidates``).
+4. ``dsac_native.estimate_pose`` with fx, fy, cx, cy of the network-resolution K; for an ensemble,
+   on each candidate, keeping the pose with the most inliers.
 5. The residuals of the valid cells under the estimated pose give the inlier ratio, the mean inlier
    reprojection error and the median inlier depth, from which ``covariance_from_ransac`` builds the
    6x6 pose covariance (ROS order x, y, z, rot_x, rot_y, rot_z).
 
-On CPU, step 3 runs ``glace_core.fast_inference.FastRegressor`` (channels-last, global input folded
-into a bias, a frozen oneDNN graph per image size): the same scene coordinates as the plain modules
+Step 3 is ``glace_core.map_predictor.MapPredictor``. On CPU it runs ``glace_core.fast_inference``
+(channels-last, global input folded into a bias, a frozen oneDNN graph per image size; for an
+ensemble, one for the encoder and one per head): the same scene coordinates as the plain modules
 within 1e-4 relative, in about 0.7x the time (BENCHMARKS.md "Inference (CPU)"). It snapshots the
 modules' weights at the first frame; call ``refresh_fast_path()`` after changing them. CUDA runs the
 plain modules under fp16 autocast as before.
@@ -88,6 +91,7 @@ class FrameResult:
     K_network: np.ndarray
     global_computed: bool  # the descriptor was computed for this frame (False: reused, zeros or none)
     timings: dict[str, float] = field(default_factory=dict)
+    head_index: int = 0  # the ensemble head whose pose this is (0 for a single-head map)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -145,7 +149,7 @@ class RelocalizationPipeline:
     """
 
     def __init__(self, encoder: nn.Module, head: nn.Module, device: torch.device | str = "cpu",
-                 descriptor: nn.Module | None = None, fast_inference: bool = True):
+                 descriptor: nn.Module | None = None, fast_inference: bool = True, ensemble_candidates: int = 2):
         self.device = torch.device(device)
         self.encoder = encoder.eval().to(self.device)
         self.head = head.eval().to(self.device)
@@ -161,13 +165,17 @@ class RelocalizationPipeline:
             self.zero_global_reason = "no global_checkpoint is set"
         #: use glace_core.fast_inference on CPU (False: the plain modules, e.g. for comparisons)
         self.fast_inference = bool(fast_inference) and self.device.type == "cpu"
-        self._fast = None
+        #: heads of an ensemble map tried per frame (best-routed first; 0: all); see glace_core.map_predictor
+        self.ensemble_candidates = int(ensemble_candidates)
+        if self.ensemble_candidates < 0:
+            raise ValueError(f"ensemble_candidates must be >= 0 (0: every head), got {ensemble_candidates}")
+        self._fast = None  # the MapPredictor, built at the first frame
         self._ransac_executor: ThreadPoolExecutor | None = None
 
     @classmethod
     def load(cls, map_path: str | os.PathLike, encoder_path: str = "", device: str = "auto",
              global_checkpoint: str = "", global_resolution: tuple[int, int] = (480, 640),
-             fast_inference: bool = True) -> "RelocalizationPipeline":
+             fast_inference: bool = True, ensemble_candidates: int = 2) -> "RelocalizationPipeline":
         """Load the map, the encoder (empty: the shipped default) and the optional R2Former checkpoint.
 
         Raises FileNotFoundError (a file is missing), MapFileError (a file is corrupt or of the wrong
@@ -176,7 +184,7 @@ class RelocalizationPipeline:
         """
         from glace_core.encoder_registry import resolve_map_encoder
         from glace_core.map_files import check_encoder_compatibility
-        from glace_core.network import load_head
+        from glace_core.network import load_map
 
         dev = resolve_device(device)
         map_path = Path(map_path)
@@ -184,7 +192,7 @@ class RelocalizationPipeline:
             raise FileNotFoundError("map_path is not set: give the GLACE map (head) file to localize against")
         if not map_path.is_file():
             raise FileNotFoundError(f"map file not found: {map_path}")
-        head = load_head(map_path, dev)
+        head = load_map(map_path, dev)
         encoder = resolve_map_encoder(encoder_path or None, head.metadata, dev)
         check_encoder_compatibility(head, encoder)
         descriptor = None
@@ -192,7 +200,8 @@ class RelocalizationPipeline:
             from glace_core.r2former import load_r2former
 
             descriptor = load_r2former(global_checkpoint, dev, tuple(global_resolution))
-        return cls(encoder, head, dev, descriptor, fast_inference=fast_inference)
+        return cls(encoder, head, dev, descriptor, fast_inference=fast_inference,
+                   ensemble_candidates=ensemble_candidates)
 
     # ------------------------------------------------------------------ stages
 
@@ -220,38 +229,45 @@ class RelocalizationPipeline:
         """Forget the fast path's snapshot of the weights (it is rebuilt at the next frame)."""
         self._fast = None
 
-    def predict(self, image: torch.Tensor, global_features: torch.Tensor | None) -> np.ndarray:
-        """Normalised gray image (1, 1, H, W) -> scene coordinates (3, ceil(H/8), ceil(W/8)) float32."""
-        image = image.to(self.device)
-        if self.fast_inference:
-            if self._fast is None:
-                from glace_core.fast_inference import FastRegressor
+    def predict_candidates(self, image: torch.Tensor, global_features: torch.Tensor | None,
+                           ensemble_candidates: int | None = None) -> list[tuple[int, np.ndarray]]:
+        """Normalised gray image (1, 1, H, W) -> ``[(head index, scene coordinates (3, ceil(H/8),
+        ceil(W/8)) float32), ...]``: one entry for a single head, the routed heads of an ensemble
+        (``ensemble_candidates`` of them; None: the pipeline's ``ensemble_candidates``)."""
+        if self._fast is None:
+            from glace_core.map_predictor import MapPredictor
 
-                self._fast = FastRegressor(self.encoder, self.head)
-            sc = self._fast(image, global_features)
-            return np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32)
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.float16):
-                    sc = self.head(self.encoder(image), global_features)
-            else:
-                sc = self.head(self.encoder(image), global_features)
-        return np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32)
+            self._fast = MapPredictor(self.encoder, self.head, fast=self.fast_inference,
+                                      candidates=self.ensemble_candidates)
+        count = self.ensemble_candidates if ensemble_candidates is None else int(ensemble_candidates)
+        if count < 0:
+            raise ValueError(f"ensemble_candidates must be >= 0 (0: every head), got {count}")
+        self._fast.candidates = count
+        return [(k, np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32))
+                for k, sc in self._fast(image.to(self.device), global_features)]
+
+    def predict(self, image: torch.Tensor, global_features: torch.Tensor | None) -> np.ndarray:
+        """Normalised gray image (1, 1, H, W) -> scene coordinates (3, ceil(H/8), ceil(W/8)) float32
+        (of the best-routed head for an ensemble map)."""
+        return self.predict_candidates(image, global_features)[0][1]
 
     def localize(self, image: np.ndarray, K: np.ndarray, *, image_resolution: int = 480,
                  ransac: RansacOptions = RansacOptions(), global_mode: str = "every_frame",
-                 global_every_n: int = 1) -> FrameResult:
+                 global_every_n: int = 1,
+                 ensemble_candidates: int | None = None) -> FrameResult:
         """Localize one image.
 
         image: (H, W, 3) uint8 RGB or (H, W) uint8 gray; K: (3, 3) intrinsics of ``image`` (pixel
         centres at i + 0.5). Raises PipelineError for bad images or intrinsics; a failed RANSAC is a
         result with ``success`` False.
         """
-        return self._solve(self._network_pass(image, K, image_resolution, global_mode, global_every_n), ransac)
+        return self._solve(self._network_pass(image, K, image_resolution, global_mode, global_every_n,
+                                              ensemble_candidates), ransac)
 
     def localize_async(self, image: np.ndarray, K: np.ndarray, *, image_resolution: int = 480,
                        ransac: RansacOptions = RansacOptions(), global_mode: str = "every_frame",
-                       global_every_n: int = 1) -> "Future[FrameResult]":
+                       global_every_n: int = 1,
+                       ensemble_candidates: int | None = None) -> "Future[FrameResult]":
         """``localize`` with RANSAC on a single worker thread: returns once the network pass is done.
 
         Preprocessing, the global descriptor and the network run in the caller's thread (bad inputs
@@ -259,7 +275,7 @@ class RelocalizationPipeline:
         start the next frame's network pass meanwhile. The future's FrameResult equals what
         ``localize`` returns for the same inputs and seed; futures complete in submission order.
         """
-        stage = self._network_pass(image, K, image_resolution, global_mode, global_every_n)
+        stage = self._network_pass(image, K, image_resolution, global_mode, global_every_n, ensemble_candidates)
         if self._ransac_executor is None:
             self._ransac_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glace-ransac")
         return self._ransac_executor.submit(self._solve, stage, ransac)
@@ -271,7 +287,7 @@ class RelocalizationPipeline:
             self._ransac_executor = None
 
     def _network_pass(self, image: np.ndarray, K: np.ndarray, image_resolution: int, global_mode: str,
-                      global_every_n: int) -> dict:
+                      global_every_n: int, ensemble_candidates: int | None = None) -> dict:
         """Steps 1-3: checks, preprocessing, global descriptor, scene coordinates (and their timings)."""
         from glace_core.preprocess import preprocess_image
 
@@ -295,23 +311,28 @@ class RelocalizationPipeline:
             rgb = np.repeat(image[:, :, None], 3, axis=2)
         global_features, computed = self._global_features(rgb, global_mode, max(int(global_every_n), 1))
         t2 = time.perf_counter()
-        sc = self.predict(tensor, global_features)
+        candidates = self.predict_candidates(tensor, global_features, ensemble_candidates)
         t3 = time.perf_counter()
-        return {"sc": sc, "K_net": K_net, "computed": computed,
+        return {"candidates": candidates, "K_net": K_net, "computed": computed,
                 "timings": {"preprocess": t1 - t0, "global": t2 - t1, "network": t3 - t2}}
 
     def _solve(self, stage: dict, ransac: RansacOptions) -> FrameResult:
         """Steps 4-5 on the output of ``_network_pass``: RANSAC, residual statistics, covariance."""
         import dsac_native
 
-        sc, K_net, computed = stage["sc"], stage["K_net"], stage["computed"]
+        K_net, computed = stage["K_net"], stage["computed"]
         t3 = time.perf_counter()
-        result = dsac_native.estimate_pose(
-            sc, float(K_net[0, 0]), float(K_net[1, 1]), float(K_net[0, 2]), float(K_net[1, 2]),
-            subsampling=self.stride, hypotheses=int(ransac.hypotheses), threshold=float(ransac.threshold),
-            inlier_alpha=float(ransac.inlier_alpha), max_reprojection_error=float(ransac.max_reprojection_error),
-            max_refinement_iterations=int(ransac.max_refinement_iterations), seed=int(ransac.seed),
-            num_threads=int(ransac.num_threads))
+        best = None
+        for k, coords in stage["candidates"]:
+            found = dsac_native.estimate_pose(
+                coords, float(K_net[0, 0]), float(K_net[1, 1]), float(K_net[0, 2]), float(K_net[1, 2]),
+                subsampling=self.stride, hypotheses=int(ransac.hypotheses), threshold=float(ransac.threshold),
+                inlier_alpha=float(ransac.inlier_alpha), max_reprojection_error=float(ransac.max_reprojection_error),
+                max_refinement_iterations=int(ransac.max_refinement_iterations), seed=int(ransac.seed),
+                num_threads=int(ransac.num_threads))
+            if best is None or (found.success, found.inlier_count) > (best[2].success, best[2].inlier_count):
+                best = (k, coords, found)
+        head_index, sc, result = best
         t4 = time.perf_counter()
         num_cells = int(sc.shape[1] * sc.shape[2])
         pose = np.asarray(result.camera_to_world, dtype=np.float64) if result.success else None
@@ -329,6 +350,6 @@ class RelocalizationPipeline:
         return FrameResult(
             success=pose is not None, camera_to_world=pose, inlier_count=inliers, num_cells=num_cells,
             mean_inlier_error_px=mean_err, median_inlier_depth_m=depth, covariance=cov, scene_coordinates=sc,
-            K_network=K_net, global_computed=computed,
+            K_network=K_net, global_computed=computed, head_index=head_index,
             timings={**stage["timings"], "ransac": t4 - t3, "statistics": t5 - t4,
                      "total": sum(stage["timings"].values()) + (t5 - t3)})

@@ -322,10 +322,12 @@ class RelocalizerNode(Node):
         try:
             if p.pipelined_ransac:
                 future = self.pipeline.localize_async(image, K, image_resolution=resolution, ransac=ransac,
-                                                      global_mode=p.global_mode, global_every_n=p.global_every_n)
+                                                      global_mode=p.global_mode, global_every_n=p.global_every_n,
+                                                      ensemble_candidates=p.ensemble_candidates)
                 return self._chain(future, frame, p, frame_id)
             result = self.pipeline.localize(image, K, image_resolution=resolution, ransac=ransac,
-                                            global_mode=p.global_mode, global_every_n=p.global_every_n)
+                                            global_mode=p.global_mode, global_every_n=p.global_every_n,
+                                            ensemble_candidates=p.ensemble_candidates)
         except PipelineError as exc:
             self.stats.reject("pipeline", str(exc))
             log.warning(f"skipping an image: {exc}", throttle_duration_sec=THROTTLE_S)

@@ -71,7 +71,8 @@ _GLOBAL_MODES = ("every_frame", "every_n", "off")
 #: Every parameter of the node, in the order of config/relocalizer.yaml.
 PARAMETERS: tuple[ParamSpec, ...] = (
     # the map and the networks
-    ParamSpec("map_path", "", "GLACE head file (.pt) of the scene, with its <map>.json sidecar; required",
+    ParamSpec("map_path", "", "map file (.pt: a GLACE head or an ensemble map) of the scene, with its "
+              "<map>.json sidecar; required",
               read_only=True),
     ParamSpec("encoder_path", "", "encoder weights file or named encoder ('xfeat', 'ace-random:<seed>'); "
               "empty: the encoder the map's sidecar names, else the shipped default", read_only=True),
@@ -109,6 +110,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               maximum=2 ** 31 - 1),
     ParamSpec("min_inlier_count", 100, "poses with fewer RANSAC inliers are not published", minimum=0,
               maximum=10 ** 9),
+    ParamSpec("ensemble_candidates", 2, "ensemble maps (glace-train --num_clusters, the cpu preset): heads run "
+              "per frame, best-routed first, each with RANSAC; the pose with the most inliers wins (0: every "
+              "head; BENCHMARKS.md 'Encoders')", minimum=0, maximum=1024),
     ParamSpec("pipelined_ransac", False, "run a frame's RANSAC on its own thread while the next frame's "
               "network pass runs (same poses; at most one frame waits for RANSAC); off by default: on "
               "2 CPU cores RANSAC takes < 1 ms and the overlap measured no gain (BENCHMARKS.md)"),
@@ -203,6 +207,7 @@ class RelocalizerParams:
     max_reprojection_error: float = PARAMETERS_BY_NAME["max_reprojection_error"].default
     seed: int = PARAMETERS_BY_NAME["seed"].default
     min_inlier_count: int = PARAMETERS_BY_NAME["min_inlier_count"].default
+    ensemble_candidates: int = PARAMETERS_BY_NAME["ensemble_candidates"].default
     pipelined_ransac: bool = PARAMETERS_BY_NAME["pipelined_ransac"].default
     map_frame: str = PARAMETERS_BY_NAME["map_frame"].default
     publish_tf: bool = PARAMETERS_BY_NAME["publish_tf"].default

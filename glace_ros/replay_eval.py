@@ -71,6 +71,7 @@ class ReplayOptions:
     maxpixelerror: float | None = None
     seed: int | None = None
     min_inlier_count: int | None = None  # node's publishing floor; None: the node's default (0 answers all)
+    ensemble_candidates: int | None = None  # heads of an ensemble map tried per frame; None: the node's default
     node_params: str | None = None  # YAML parameter file for the node (flags above override it)
     node_name: str = "glace_relocalizer"
     startup_timeout: float = 180.0  # seconds for the node to load its map and match the topics
@@ -177,7 +178,7 @@ def node_parameters(opt: ReplayOptions, image_topic: str, info_topic: str, compr
     if opt.encoder_path is not None:
         encoder = Path(opt.encoder_path)  # a file (made absolute for the node) or a named encoder ("xfeat")
         params["encoder_path"] = str(encoder.resolve()) if encoder.exists() else str(opt.encoder_path)
-    for key in ("hypotheses", "threshold", "inlieralpha", "maxpixelerror", "seed", "min_inlier_count"):
+    for key in NODE_PARAM_NAMES:
         value = getattr(opt, key)
         if value is not None:
             params[NODE_PARAM_NAMES[key]] = value
@@ -186,7 +187,7 @@ def node_parameters(opt: ReplayOptions, image_topic: str, info_topic: str, compr
 
 NODE_PARAM_NAMES = {"hypotheses": "hypotheses", "threshold": "threshold", "inlieralpha": "inlier_alpha",
                     "maxpixelerror": "max_reprojection_error", "seed": "seed",
-                    "min_inlier_count": "min_inlier_count"}
+                    "min_inlier_count": "min_inlier_count", "ensemble_candidates": "ensemble_candidates"}
 
 
 class NodeProcess:
@@ -526,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = ReplayOptions(map_path="")
     p.add_argument("bag", help="rosbag2 folder (or .mcap/.db3 file)")
-    p.add_argument("--map", dest="map_path", required=True, help="GLACE map (head) file")
+    p.add_argument("--map", dest="map_path", required=True, help="map file (a GLACE head or an ensemble map)")
     p.add_argument("--encoder", dest="encoder_path", default=None, help="encoder weights (default: the node's)")
     p.add_argument("--out", default=None, help="output folder (default: replay_<bag> beside the bag)")
     speed = p.add_mutually_exclusive_group()
@@ -550,6 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-inlier-count", type=int, default=None,
                    help="poses with fewer inliers are not published (default: the node's; 0: every pose, "
                         "as glace-eval reports them)")
+    p.add_argument("--ensemble-candidates", dest="ensemble_candidates", type=int, default=None,
+                   help="heads of an ensemble map tried per frame (default: the node's)")
     p.add_argument("--node-params", default=None, help="YAML parameter file for the node (flags override it)")
     p.add_argument("--node-name", default=d.node_name, help="name of the started node")
     p.add_argument("--startup-timeout", type=float, default=d.startup_timeout, help="seconds for the node to start")

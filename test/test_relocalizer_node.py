@@ -90,6 +90,11 @@ def test_declared_parameters_are_the_definition(graph_factory):
 # --------------------------------------------------------------------------- accuracy
 
 def test_localizes_the_test_frames_like_the_offline_evaluation(graph_factory, tiny_scene):
+    from glace_core.head_ensemble import HeadEnsemble
+    from glace_core.network import load_map
+
+    # the cpu preset makes an ensemble map (3 heads for 36 frames): the node routes, runs and picks heads
+    assert isinstance(load_map(tiny_scene.map_path), HeadEnsemble)
     g = graph_factory()
     frame_id = "cam_optical"
     for i, frame in enumerate(tiny_scene.frames):

@@ -291,7 +291,9 @@ def test_presets_and_explicit_flags():
     (["--use_aug", "maybe"], "expected True or False"),
     (["--repro_loss_type", "l2"], "invalid choice"),
     (["--batch_size", "0"], "batch_size must be > 0"),
-    (["--num_clusters", "3"], "must be given together"),
+    (["--cluster_idx", "1"], "needs num_clusters"),
+    (["--num_clusters", "0"], "num_clusters must be >= 1"),
+    (["--num_clusters", "3", "--cluster_overlap", "0.5"], "cluster_overlap must be >= 1"),
     (["--render_visualization", "True"], "not supported"),
     (["--training_buffer_size", "100"], "at least batch_size"),
 ])

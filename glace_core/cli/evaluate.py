@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plain_inference", action="store_true",
                         help="on CPU, run the plain PyTorch encoder and head instead of the fast path "
                              "(glace_core.fast_inference; same scene coordinates within 1e-4)")
+    parser.add_argument("--ensemble_candidates", type=int, default=2,
+                        help="for an ensemble map (glace-train --num_clusters): heads tried per frame, the best-routed "
+                             "first; the pose with the most RANSAC inliers is kept (0: every head)")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     return parser
 
@@ -73,7 +76,7 @@ def format_summary(summary: dict) -> str:
     else:
         lines.append("no ground truth: accuracy not computed")
     t = summary["time_per_frame_s"]
-    names = {"global": "global descriptor", "network": "encoder+head", "ransac": "RANSAC"}
+    names = {"global": "global descriptor", "network": "encoder+head", "head": "head(s)", "ransac": "RANSAC"}
     parts = ", ".join(f"{names.get(k, k)} {v * 1000:.1f} ms" for k, v in t.items())
     lines.append(f"avg time per frame: {summary['avg_time_s'] * 1000:.1f} ms ({parts})")
     return "\n".join(lines)
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             inlier_alpha=args.inlieralpha, max_pixel_error=args.maxpixelerror, feat_name=args.feat_name,
             device=args.device, seed=args.seed, num_threads=args.num_threads,
             global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress,
-            fast_inference=not args.plain_inference)
+            fast_inference=not args.plain_inference, ensemble_candidates=args.ensemble_candidates)
         poses_path, test_path = write_eval_outputs(result, args.network, args.session)
     except (ValueError, FileNotFoundError, DatasetError) as exc:
         print(f"glace-eval: error: {exc}", file=sys.stderr)

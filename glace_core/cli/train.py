@@ -3,7 +3,9 @@
 The options are those of GLACE's train_ace.py, with the same names and defaults (``--preset
 paper``), plus --device, --seed and --preset. ``--preset cpu`` layers CPU-sized values over the
 paper defaults (see glace_core/training/config.py); options given explicitly win over the preset.
-Booleans take True/False like the reference (``--use_aug False``).
+Booleans take True/False like the reference (``--use_aug False``). ``--num_clusters K`` without
+``--cluster_idx`` trains K heads, one per spatial cluster of the mapping frames, each for
+``--max_iterations``, and writes them as one ensemble map (glace_core/head_ensemble.py).
 
 Distributed: ``torchrun --nproc-per-node N -m glace_core.cli.train SCENE MAP ...``.
 Exit codes: 0 done, 2 bad options or data, 130/143 interrupted by SIGINT/SIGTERM (no map written).
@@ -49,8 +51,11 @@ HELP = {
     "depth_min": "predictions closer than this (m) count as invalid",
     "depth_target": "invalid predictions are pulled to this depth (m) along the pixel ray",
     "depth_max": "predictions farther than this (m) count as invalid",
-    "num_clusters": "split the mapping frames into this many KMeans clusters of camera positions",
-    "cluster_idx": "train only on the frames of this cluster (with --num_clusters)",
+    "num_clusters": "split the mapping frames into this many KMeans clusters of camera positions; without "
+                    "--cluster_idx, train one head per cluster and write them as one ensemble map",
+    "cluster_idx": "train only on the frames of this cluster (with --num_clusters), as the reference",
+    "cluster_overlap": "a frame also joins every cluster whose centre is within this factor of the distance to "
+                       "its nearest one (1: disjoint clusters, as the reference)",
     "render_visualization": "accepted for compatibility; True is refused (no 3D renderer in glace-ros)",
     "render_target_path": "accepted for compatibility (rendering is not supported)",
     "render_flipped_portrait": "accepted for compatibility (rendering is not supported)",
@@ -154,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"glace-train: error: {exc}", file=sys.stderr)
         return 2
     if result.output_path is not None:
-        print(f"wrote {result.output_path} ({result.frames} frames, {result.iterations} iterations, "
+        heads = f"{result.heads} heads, " if result.heads > 1 else ""
+        print(f"wrote {result.output_path} ({heads}{result.frames} frames, {result.iterations} iterations, "
               f"buffer {result.buffer_seconds:.1f} s, training {result.train_seconds:.1f} s)")
     return 0
 

@@ -1,7 +1,9 @@
 """The training buffer: encoder features of sampled cells, each with what the loss needs.
 
 Each pass encodes every mapping image once, in random order (batch 1; fp16 autocast only on
-CUDA), after augmentation (``glace_core.training.augment``). The valid mask is sampled at the cell
+CUDA), after augmentation (``glace_core.training.augment``). Without augmentation every pass would
+encode the same input again, so the features are kept (fp16, up to ``FEATURE_CACHE_BYTES``) and
+later passes only draw new cells. The valid mask is sampled at the cell
 centres (nearest neighbour onto the feature grid) and ``samples_per_image`` cells are drawn with
 replacement, uniformly over the valid cells (multinomial). Passes repeat until the buffer holds
 ``training_buffer_size`` rows.
@@ -24,6 +26,8 @@ from torch import nn
 from glace_core.training.augment import augment_image
 
 _logger = logging.getLogger(__name__)
+#: Without augmentation, the fp16 features of up to this many bytes of frames are kept between passes.
+FEATURE_CACHE_BYTES = 1 << 30
 
 
 @dataclass
@@ -37,6 +41,11 @@ class TrainingBuffer:
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
+
+    def subset(self, index: torch.Tensor) -> "TrainingBuffer":
+        """A new buffer holding the rows at ``index`` (M,) (copies)."""
+        return TrainingBuffer(**{name: getattr(self, name)[index] for name in
+                                 ("features", "target_px", "world_to_cam", "K", "K_inv", "img_idx")})
 
     def rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The rows at ``index`` (B,) as a dict of (B, ...) tensors."""
@@ -64,9 +73,14 @@ def cell_targets(grid_hw: tuple[int, int], stride: int) -> np.ndarray:
 def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Module, *, buffer_size: int,
                           samples_per_image: int, image_resolution: int, use_aug: bool, aug_scale: float,
                           aug_rotation: float, device: torch.device, rng: np.random.Generator,
-                          generator: torch.Generator, progress: bool = True) -> TrainingBuffer:
+                          generator: torch.Generator, progress: bool = True,
+                          descriptor_sink: dict[int, torch.Tensor] | None = None) -> TrainingBuffer:
     """Fill a TrainingBuffer of ``buffer_size`` rows from the frames ``frame_indices`` of ``dataset``
-    (anything with ``load_rgb(i)`` and ``[i]`` giving ``pose`` (4, 4) cam-to-world and ``K`` (3, 3))."""
+    (anything with ``load_rgb(i)`` and ``[i]`` giving ``pose`` (4, 4) cam-to-world and ``K`` (3, 3)).
+
+    descriptor_sink: without augmentation, receives ``{frame index: routing descriptor (D,)}`` of
+    every frame encoded (``glace_core.head_ensemble.routing_descriptor``), so an ensemble's routing
+    index needs no second encoder pass."""
     from tqdm import tqdm
 
     if not frame_indices:
@@ -82,6 +96,8 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
         K_inv=torch.empty(buffer_size, 3, 3, dtype=torch.float32, device=device),
         img_idx=torch.empty(buffer_size, dtype=torch.int64, device=device))
     filled, passes = 0, 0
+    cache: dict[int, tuple] = {}  # without augmentation every pass sees the same features: encode once
+    cached_bytes = 0
     bar = tqdm(total=buffer_size, disable=not progress, desc="training buffer", unit="row", unit_scale=True)
     try:
         while filled < buffer_size:
@@ -90,11 +106,22 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
             for i in rng.permutation(np.asarray(frame_indices)):
                 if filled >= buffer_size:
                     break
-                frame = dataset[int(i)]
-                aug = augment_image(dataset.load_rgb(int(i)), frame.K, frame.pose, image_resolution,
-                                    use_aug=use_aug, aug_scale=aug_scale, aug_rotation=aug_rotation, rng=rng)
-                with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    feats = encoder(aug.image.to(device))  # (1, C, h, w)
+                if int(i) in cache:
+                    aug, feats = cache[int(i)]
+                else:
+                    frame = dataset[int(i)]
+                    aug = augment_image(dataset.load_rgb(int(i)), frame.K, frame.pose, image_resolution,
+                                        use_aug=use_aug, aug_scale=aug_scale, aug_rotation=aug_rotation, rng=rng)
+                    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        feats = encoder(aug.image.to(device))  # (1, C, h, w)
+                    if descriptor_sink is not None and not use_aug:
+                        from glace_core.head_ensemble import routing_descriptor
+
+                        descriptor_sink[int(i)] = routing_descriptor(feats)[0].cpu()
+                    if not use_aug and cached_bytes + feats.numel() * 2 <= FEATURE_CACHE_BYTES:
+                        feats = feats.to(torch.float16)
+                        cache[int(i)] = (aug, feats)
+                        cached_bytes += feats.numel() * 2
                 grid = tuple(feats.shape[-2:])
                 valid = torch.from_numpy(cell_mask(aug.mask, grid, stride).reshape(-1).astype(np.float32))
                 if valid.sum() == 0:

@@ -90,7 +90,8 @@ class TrainConfig:
     depth_max: float = 1000  # predictions farther than this (m) are invalid
     # training on one spatial cluster of the mapping frames
     num_clusters: Optional[int] = None  # split the training frames into this many KMeans clusters
-    cluster_idx: Optional[int] = None  # train only on the frames of this cluster
+    cluster_idx: Optional[int] = None  # train only on the frames of this cluster (None: an ensemble of all)
+    cluster_overlap: float = 1.0  # ours: a frame also joins clusters within this factor of its nearest (1: disjoint)
     # rendering (the reference's 3D visualisation; accepted for compatibility, True is refused)
     render_visualization: bool = False
     render_target_path: str = "renderings"
@@ -148,11 +149,14 @@ class TrainConfig:
         if self.training_buffer_size < self.batch_size:
             raise ValueError(f"training_buffer_size ({self.training_buffer_size}) must be at least "
                              f"batch_size ({self.batch_size})")
-        if (self.num_clusters is None) != (self.cluster_idx is None):
-            raise ValueError("num_clusters and cluster_idx must be given together, got "
-                             f"num_clusters={self.num_clusters}, cluster_idx={self.cluster_idx}")
-        if self.num_clusters is not None and not 0 <= self.cluster_idx < self.num_clusters:
+        if self.cluster_idx is not None and self.num_clusters is None:
+            raise ValueError(f"cluster_idx={self.cluster_idx} needs num_clusters (the number of clusters it is one of)")
+        if self.num_clusters is not None and self.num_clusters < 1:
+            raise ValueError(f"num_clusters must be >= 1, got {self.num_clusters}")
+        if self.cluster_idx is not None and not 0 <= self.cluster_idx < self.num_clusters:
             raise ValueError(f"cluster_idx must be in [0, num_clusters={self.num_clusters}), got {self.cluster_idx}")
+        if not self.cluster_overlap >= 1.0:
+            raise ValueError(f"cluster_overlap must be >= 1 (1: disjoint clusters), got {self.cluster_overlap}")
         if self.render_visualization:
             raise ValueError("render_visualization True is not supported: glace-ros has no 3D renderer "
                              "(the render_* options are accepted for compatibility only)")
@@ -170,7 +174,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "head_channels": 128,
         "num_head_blocks": 1,
         "batch_size": 4096,
-        "max_iterations": 8000,
+        "max_iterations": 500,
+        "num_clusters": 16,
+        "cluster_overlap": 1.3,
         "training_buffer_size": 400_000,
         "samples_per_image": 1024,
         "image_resolution": 480,

@@ -14,6 +14,11 @@ Batch layout: rows ``(B, C)`` are viewed as ``(B/512, C, 16, 32)`` (the referenc
 channels-last view, no copy) when B is a multiple of 512, else as ``(1, C, 1, B)``. A 1x1-conv head
 gives the same per-row result either way.
 
+Ensembles (``--num_clusters`` without ``--cluster_idx``, glace_core/training/ensemble.py): one
+buffer is filled over all frames, then one head per cluster is trained, each for
+``max_iterations``, on the buffer rows of its frames; the heads and the frames' routing
+descriptors are written as one ensemble map.
+
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised (gloo on CPU,
 nccl on CUDA), the head is wrapped in DistributedDataParallel, every rank builds its own buffer with
 ``seed + rank`` and only rank 0 writes the map.
@@ -71,6 +76,7 @@ class TrainResult:
     final_loss: float
     final_median_px: float
     world_size: int
+    heads: int = 1  # heads trained (> 1: an ensemble map)
 
 
 @contextmanager
@@ -173,25 +179,22 @@ def load_global_features(dataset, feat_name: str) -> np.ndarray | None:
     return feats
 
 
-def select_frames(poses: np.ndarray, num_clusters: int | None = None, cluster_idx: int | None = None) -> list[int]:
+def select_frames(poses: np.ndarray, num_clusters: int | None = None, cluster_idx: int | None = None,
+                  overlap: float = 1.0) -> list[int]:
     """Indices of the frames with a finite, rigid cam-to-world pose (N, 4, 4); with ``num_clusters``
     only those in cluster ``cluster_idx`` of KMeans(num_clusters, random_state=0) over their camera
-    centres (cluster labels as KMeans numbers them)."""
+    centres (cluster labels as KMeans numbers them; ``overlap`` > 1 adds border frames, see
+    ``glace_core.head_ensemble.cluster_membership``)."""
     poses = np.asarray(poses, dtype=np.float64)
     ok = [i for i, p in enumerate(poses)
           if np.all(np.isfinite(p)) and abs(np.linalg.det(p[:3, :3]) - 1.0) < 1e-3]
     if len(ok) < len(poses):
         _logger.warning("skipping %d of %d mapping frames with an invalid pose", len(poses) - len(ok), len(poses))
-    if num_clusters is None:
+    if num_clusters is None or not ok:
         return ok
-    if len(ok) < num_clusters:
-        raise ValueError(f"num_clusters={num_clusters} exceeds the {len(ok)} frames with a valid pose")
-    from sklearn.cluster import KMeans
+    from glace_core.training.ensemble import plan_clusters
 
-    labels = KMeans(n_clusters=num_clusters, random_state=0).fit_predict(poses[ok, :3, 3])
-    chosen = [i for i, label in zip(ok, labels) if label == cluster_idx]
-    _logger.info("cluster %d of %d: %d frames", cluster_idx, num_clusters, len(chosen))
-    return chosen
+    return plan_clusters(poses, ok, num_clusters, cluster_idx, overlap).frames
 
 
 def decoder_centres(centres: np.ndarray, k: int) -> np.ndarray:
@@ -241,10 +244,10 @@ def build_optimizer(params, config: TrainConfig):
 
 def train_head(head: GlaceHead, model: nn.Module, buffer: TrainingBuffer, global_feats: torch.Tensor | None,
                config: TrainConfig, device: torch.device, generator: torch.Generator, *, show: bool = True,
-               log: bool = True) -> tuple[float, float]:
+               log: bool = True, desc: str = "training") -> tuple[float, float]:
     """Optimise ``head`` (through ``model``, the head or its DDP wrapper) on ``buffer``.
 
-    show: a tqdm bar; log: a progress log line every 10 % of the iterations.
+    show: a tqdm bar (titled ``desc``); log: a progress log line every 10 % of the iterations.
 
     Returns (last loss, last median reprojection error in px).
     """
@@ -257,7 +260,7 @@ def train_head(head: GlaceHead, model: nn.Module, buffer: TrainingBuffer, global
     n, b = len(buffer), config.batch_size
     order, position = torch.randperm(n, generator=generator, device=device), 0
     loss_value, median_px = float("nan"), float("nan")
-    bar = tqdm(range(config.max_iterations), desc="training", disable=not show)
+    bar = tqdm(range(config.max_iterations), desc=desc, disable=not show)
     log_every = max(1, config.max_iterations // 10)
     for it in bar:
         if position + b > n:
@@ -288,7 +291,7 @@ def train_head(head: GlaceHead, model: nn.Module, buffer: TrainingBuffer, global
             bar.set_postfix(loss=f"{loss_value:.3g}", px=f"{median_px:.1f}", refresh=False)
         if log:
             if (it + 1) % log_every == 0:
-                _logger.info("iteration %d/%d loss %.4g median error %.2f px valid %.2f lr %.3g", it + 1,
+                _logger.info("%s: iteration %d/%d loss %.4g median error %.2f px valid %.2f lr %.3g", desc, it + 1,
                              config.max_iterations, loss_value, median_px, stats["valid_fraction"],
                              scheduler.get_last_lr()[0])
     bar.close()
@@ -316,7 +319,9 @@ def train_map(config: TrainConfig, dataset, output_path: str | os.PathLike, *, p
 def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: int, device: torch.device,
            progress: bool, metadata: dict[str, Any]) -> TrainResult:
     from glace_core.encoder_registry import encoder_sidecar_entry
+    from glace_core.head_ensemble import HeadEnsemble
     from glace_core.map_files import save_head
+    from glace_core.training.ensemble import plan_clusters, routing_descriptors
 
     seed = config.seed + rank
     torch.manual_seed(seed)
@@ -326,8 +331,12 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
     if len(dataset) == 0:
         raise ValueError("the mapping dataset has no frames")
     poses = np.asarray(dataset.poses, dtype=np.float64)
-    frames = select_frames(poses, config.num_clusters, config.cluster_idx)
-    if not frames:
+    valid = select_frames(poses)
+    if not valid:
+        raise ValueError("no mapping frame with a valid pose")
+    plan = plan_clusters(poses, valid, config.num_clusters,
+                         None if config.num_clusters is None else config.cluster_idx, config.cluster_overlap)
+    if not plan.frames:
         raise ValueError("no mapping frame with a valid pose (cluster selection included)")
 
     global_np = None
@@ -338,48 +347,78 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
                              "glace-extract-features on the scene first, or pass --global_feat False")
     encoder = resolve_training_encoder(config.encoder_path, device)
     encoder_entry = encoder_sidecar_entry(encoder)
-    head = GlaceHead(local_channels=encoder.out_channels,
-                     global_channels=0 if global_np is None else global_np.shape[1],
-                     head_channels=config.head_channels, mlp_ratio=config.mlp_ratio,
-                     num_head_blocks=config.num_head_blocks, use_homogeneous=config.use_homogeneous,
-                     num_decoder_clusters=config.num_decoder_clusters)
-    head.set_centers(decoder_centres(poses[frames, :3, 3], config.num_decoder_clusters))
-    head.to(device)
     show = progress and rank == 0
 
     t0 = time.perf_counter()
+    descriptor_sink: dict[int, torch.Tensor] | None = {} if plan.ensemble else None
     buffer = build_training_buffer(
-        dataset, frames, encoder, buffer_size=config.training_buffer_size,
+        dataset, plan.frames, encoder, buffer_size=config.training_buffer_size,
         samples_per_image=config.samples_per_image, image_resolution=config.image_resolution,
         use_aug=config.use_aug, aug_scale=config.aug_scale, aug_rotation=config.aug_rotation, device=device,
-        rng=rng, generator=cpu_generator, progress=show)
+        rng=rng, generator=cpu_generator, progress=show, descriptor_sink=descriptor_sink)
+    descriptors = None
+    if plan.ensemble:
+        descriptors = routing_descriptors(dataset, plan.frames, encoder, config.image_resolution, device,
+                                          descriptor_sink)
     buffer_seconds = time.perf_counter() - t0
+    local_channels = int(encoder.out_channels)
     del encoder
     global_feats = None if global_np is None else torch.from_numpy(global_np).to(device)
 
-    model: nn.Module = head
-    if world > 1:
-        model = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
+    heads: list[GlaceHead] = []
+    losses: list[tuple[float, float]] = []
     t1 = time.perf_counter()
-    loss, median_px = train_head(head, model, buffer, global_feats, config, device, device_generator,
-                                 show=show, log=rank == 0)
+    for k, members in enumerate(plan.members):
+        head = GlaceHead(local_channels=local_channels,
+                         global_channels=0 if global_np is None else global_np.shape[1],
+                         head_channels=config.head_channels, mlp_ratio=config.mlp_ratio,
+                         num_head_blocks=config.num_head_blocks, use_homogeneous=config.use_homogeneous,
+                         num_decoder_clusters=config.num_decoder_clusters)
+        head.set_centers(decoder_centres(poses[members, :3, 3], config.num_decoder_clusters))
+        head.to(device)
+        rows = buffer
+        if len(plan.members) > 1:
+            chosen = torch.zeros(len(dataset), dtype=torch.bool, device=device)
+            chosen[torch.as_tensor(members, device=device)] = True
+            rows = buffer.subset(torch.nonzero(chosen[buffer.img_idx]).flatten())
+            if len(rows) < config.batch_size:
+                raise ValueError(f"head {k} of the ensemble has {len(rows)} buffer rows, fewer than batch_size "
+                                 f"{config.batch_size}: use fewer clusters or a larger training_buffer_size")
+            _logger.info("head %d/%d: %d frames, %d buffer rows", k + 1, len(plan.members), len(members), len(rows))
+        model: nn.Module = head
+        if world > 1:
+            model = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
+        desc = "training" if len(plan.members) == 1 else f"training head {k + 1}/{len(plan.members)}"
+        losses.append(train_head(head, model, rows, global_feats, config, device, device_generator,
+                                 show=show, log=rank == 0, desc=desc))
+        heads.append(head)
     train_seconds = time.perf_counter() - t1
+    iterations = config.max_iterations * len(heads)
+    loss, median_px = losses[-1] if len(losses) == 1 else (float(np.mean([l for l, _ in losses])),
+                                                            float(np.median([p for _, p in losses])))
     _logger.info("rank %d: buffer %.1f s, training %.1f s (%.3f s/iteration), last loss %.4g, median %.2f px",
-                 rank, buffer_seconds, train_seconds, train_seconds / config.max_iterations, loss, median_px)
+                 rank, buffer_seconds, train_seconds, train_seconds / iterations, loss, median_px)
 
     written = None
     if rank == 0:
-        head.eval()
-        info = {"made_by": "glace-train", "config": config.to_dict(), "frames": len(frames),
+        info = {"made_by": "glace-train", "config": config.to_dict(), "frames": len(plan.frames),
                 "buffer_rows": len(buffer), "world_size": world, "buffer_seconds": round(buffer_seconds, 2),
                 "train_seconds": round(train_seconds, 2), "final_loss": loss, "final_median_px": median_px}
-        sidecar = {**metadata, "encoder": encoder_entry,
-                   "training": info}
+        sidecar = {**metadata, "encoder": encoder_entry, "training": info}
+        result: nn.Module = heads[0]
+        if plan.ensemble:
+            result = HeadEnsemble(heads, descriptors, torch.from_numpy(plan.membership()))
+            sidecar["ensemble"] = {
+                "requested_clusters": plan.requested_clusters, "cluster_overlap": config.cluster_overlap,
+                "frames_per_head": [len(m) for m in plan.members],
+                "final_median_px_per_head": [round(p, 3) for _, p in losses],
+                "routing": "clusters ranked by the cosine similarity of 2x2 average-pooled encoder features to their mapping frames"}
+        for head in heads:
+            head.eval()
         with signals_held():
-            save_head(head, output_path, sidecar)
+            save_head(result, output_path, sidecar)
         written = output_path
     if world > 1:
         dist.barrier()
-    return TrainResult(written, config.max_iterations, len(frames), len(buffer), buffer_seconds, train_seconds,
-                       loss, median_px, world)
-
+    return TrainResult(written, iterations, len(plan.frames), len(buffer), buffer_seconds, train_seconds,
+                       loss, median_px, world, len(heads))

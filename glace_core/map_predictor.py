@@ -1,0 +1,96 @@
+"""Scene coordinates of one image against a map, a single head or an ensemble, for the localisers.
+
+``MapPredictor(encoder, model)`` is what ``glace-eval`` and the relocalizer pipeline call per
+image. It returns one or more *candidates*, ``(head index, scene coordinates (1, 3, h, w))``; the
+caller runs RANSAC on each and keeps the pose with the most inliers (ACE's rule for ensembles).
+
+- A GlaceHead gives one candidate. On CPU with ``fast`` it runs ``FastRegressor`` (encoder and head
+  in one frozen graph), else the plain modules (fp16 autocast on CUDA).
+- A HeadEnsemble runs the encoder once, ranks its clusters with ``HeadEnsemble.route`` and runs
+  the first ``candidates`` heads (all when ``candidates`` is 0). On CPU with ``fast`` the encoder and
+  each head are frozen separately (``FastModule``).
+
+Timings (seconds) of the last call are in ``timings``: ``network`` for the fused single-head path,
+else ``encoder`` and ``head`` (routing and all candidate heads).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from glace_core.head_ensemble import HeadEnsemble
+
+#: Heads an ensemble tries per image by default (the best-routed two).
+DEFAULT_CANDIDATES = 2
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class MapPredictor:
+    """``predictor(image (1, 1, H, W), global (1, G) or None) -> [(head index, (1, 3, h, w) float32), ...]``.
+
+    Not thread-safe (like a module); the fast path snapshots the weights at construction.
+    """
+
+    def __init__(self, encoder: nn.Module, model: nn.Module, *, fast: bool = True,
+                 candidates: int = DEFAULT_CANDIDATES):
+        if int(candidates) < 0:
+            raise ValueError(f"candidates must be >= 0 (0: every head of an ensemble), got {candidates}")
+        self.encoder, self.model = encoder, model
+        self.device = next(model.parameters()).device
+        self.ensemble = isinstance(model, HeadEnsemble)
+        self.candidates = int(candidates)
+        self.fast = bool(fast) and self.device.type == "cpu"
+        self.timings: dict[str, float] = {}
+        self._fast_single = self._fast_encoder = None
+        self._fast_heads: dict[int, object] = {}
+        if self.fast and not self.ensemble:
+            from glace_core.fast_inference import FastRegressor
+
+            self._fast_single = FastRegressor(encoder, model)
+        elif self.fast:
+            from glace_core.fast_inference import FastModule
+
+            self._fast_encoder = FastModule(encoder)
+
+    @property
+    def num_heads(self) -> int:
+        return len(self.model) if self.ensemble else 1
+
+    def _head(self, k: int):
+        if not self.fast:
+            return lambda f, g: self.model(f, g, cluster=k)
+        if k not in self._fast_heads:
+            from glace_core.fast_inference import FastModule, FoldedHead
+
+            self._fast_heads[k] = FastModule(FoldedHead(self.model.heads[k]))
+        fast = self._fast_heads[k]
+        return lambda f, g: fast(f) if g is None else fast(f, g)
+
+    def __call__(self, image: torch.Tensor, global_features: torch.Tensor | None = None
+                 ) -> list[tuple[int, torch.Tensor]]:
+        image = image.to(self.device)
+        gvec = global_features if int(getattr(self.model, "global_channels", 0)) else None
+        t0 = time.perf_counter()
+        if self._fast_single is not None:
+            sc = self._fast_single(image, gvec)
+            self.timings = {"network": time.perf_counter() - t0}
+            return [(0, sc.float())]
+        use_amp = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
+            feats = self._fast_encoder(image) if self._fast_encoder is not None else self.encoder(image)
+            _sync(self.device)
+            t1 = time.perf_counter()
+            if not self.ensemble:
+                out = [(0, self.model(feats, gvec).float())]
+            else:
+                order = self.model.route(feats, self.candidates or None)
+                out = [(k, self._head(k)(feats, gvec).float()) for k in order]
+            _sync(self.device)
+        self.timings = {"encoder": t1 - t0, "head": time.perf_counter() - t1}
+        return out
