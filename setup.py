@@ -64,11 +64,13 @@ CONSOLE_SCRIPTS = [
     "glace-pretrain-encoder = glace_core.cli.pretrain_encoder:main",
     "glace-convert-dataset = glace_core.cli.convert_dataset:main",
     # glace-train accepts --bag, so it lives in glace_ros (bags are a ROS concept here)
-    "glace-train = glace_ros.train_map:main",
-    "train_map = glace_ros.train_map:main",
+    "glace-train = glace_ros.train_from_bag:main",
+    "train_map = glace_ros.train_from_bag:main",
     # ROS node and bag tools
     "glace-relocalizer = glace_ros.relocalizer_node:main",
     "relocalizer = glace_ros.relocalizer_node:main",
+    "glace-relocalizer-lifecycle = glace_ros.relocalizer_lifecycle:main",
+    "relocalizer_lifecycle = glace_ros.relocalizer_lifecycle:main",
     "glace-scene-to-bag = glace_ros.scene_to_bag:main",
     "glace-replay-eval = glace_ros.replay_eval:main",
     "replay_eval = glace_ros.replay_eval:main",

@@ -13,7 +13,7 @@ Heads and iterations are read from the cpu preset, so the comparison follows it.
 Both are evaluated with ``glace_core.evaluation.evaluate_scene`` (glace-eval's defaults: 64
 hypotheses, 10 px, the ensemble tries its 2 best-routed heads). Printed per scene and map: accuracy
 (5 cm/5 deg, 10 cm/5 deg, 2 cm/2 deg), median errors, mapping wall time, and the steady-state time
-per frame of the localiser (``MapPredictor`` + RANSAC per candidate, after one warm-up pass over the
+per frame of ``Localizer.localize`` (every candidate head, RANSAC on each, after one warm-up pass over the
 frames so every frozen graph is built), then the ensemble / single ratios. Run it on idle cores:
 torch's OpenMP threads collapse when another busy process shares them (BENCHMARKS.md).
 """
@@ -27,35 +27,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glace_core.map_predictor import DEFAULT_CANDIDATES
 from glace_core.training.config import PRESETS
 
 ITERATIONS_PER_HEAD = PRESETS["cpu"]["max_iterations"]
 HEADS = PRESETS["cpu"]["num_clusters"]
 
 
-def steady_state_ms(scene: Path, map_path: Path, candidates: int = 2) -> float:
-    """Mean ms per test frame of MapPredictor + RANSAC on every candidate, on a second pass."""
-    import dsac_native
-
+def steady_state_ms(scene: Path, map_path: Path, candidates: int = DEFAULT_CANDIDATES) -> float:
+    """Mean ms per test frame of ``Localizer.localize`` (glace-eval's path: preprocessing, every
+    candidate head, RANSAC on each, the most-inliers rule, covariance), on a second pass."""
     from glace_core.dataset import SceneSplit
-    from glace_core.encoder_registry import resolve_map_encoder
-    from glace_core.map_files import training_resolution
-    from glace_core.map_predictor import MapPredictor
-    from glace_core.network import load_map
-    from glace_core.preprocess import preprocess_image
+    from glace_core.localizer import Localizer, LocalizerOptions
 
-    model = load_map(map_path)
-    predictor = MapPredictor(resolve_map_encoder(None, model.metadata), model, candidates=candidates)
+    localizer = Localizer.load(map_path, device="cpu", options=LocalizerOptions(ensemble_candidates=candidates))
     data = SceneSplit(scene, "test")
-    inputs = [preprocess_image(data.load_rgb(i), data[i].K, resolution=training_resolution(model) or 480)
-              for i in range(len(data))]
+    frames = [(data.load_rgb(i), data[i].K) for i in range(len(data))]
     times = []
     for rep in range(2):
-        for image, K in inputs:
+        for rgb, K in frames:
             t0 = time.perf_counter()
-            for _, sc in predictor(image):
-                dsac_native.estimate_pose(np.ascontiguousarray(sc[0].numpy()), float(K[0, 0]), float(K[1, 1]),
-                                          float(K[0, 2]), float(K[1, 2]), subsampling=8, seed=0)
+            localizer.localize(rgb, K)
             if rep == 1:
                 times.append(time.perf_counter() - t0)
     return 1000.0 * float(np.mean(times))

@@ -14,12 +14,10 @@ Measured in one run, on the same inputs, plain and ours interleaved in every rep
 - global: R2Former (random weights: only the time is meaningful) at 480x640 every frame (plain)
   against the node default (``glace_ros.relocalizer_params``), amortised over its reuse period;
   extra rows give each variant.
-- RANSAC: ``dsac_native.estimate_pose`` (64 hypotheses, seed 0) on synthetic scene coordinates of
-  the same grid (a plane of points seen by a known camera, 30 % outliers); "n/a" when dsac_native
-  does not import. The same call for both columns.
-- frame period: 4 frames through ``RelocalizationPipeline.localize`` one after another against
-  ``localize_async`` (RANSAC of frame k on a worker thread while frame k+1's network runs).
-- publish: building the PoseStamped, PoseWithCovarianceStamped and TF messages plus the covariance.
+- frame (localize): one frame through ``glace_core.localizer.Localizer.localize`` (the path of
+  glace-eval and the node) with the plain modules against the fast path. RANSAC on real structure
+  is timed by bench/ransac.py.
+- publish: building the PoseStamped, PoseWithCovarianceStamped and TF messages.
 
 GFLOP counts the multiply-adds (x2) of every Conv2d/Linear of the plain network (ours does the same
 work, minus the folded global channels of the first head layer); GFLOP/s is that divided by the time.
@@ -108,31 +106,19 @@ def measure_peak(repeats: int) -> tuple[float, float]:
     return mm, max(conv_rates)
 
 
-def _synthetic_scene_coordinates(h: int, w: int, K: np.ndarray, seed: int = 0) -> np.ndarray:
-    """(3, h, w) float32 points of a slanted plane 2-4 m in front of the identity camera, 30 % outliers."""
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:h, 0:w]
-    u, v = xs * 8 + 4.0, ys * 8 + 4.0
-    depth = 2.0 + 2.0 * xs / max(w - 1, 1) + rng.normal(0, 0.01, (h, w))
-    pts = np.stack([(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth])
-    out = rng.random((h, w)) < 0.3
-    pts[:, out] = rng.uniform(-5, 5, (3, int(out.sum())))
-    return pts.astype(np.float32)
-
-
 def bench_config(name: str, encoder: nn.Module, head: nn.Module, height: int, width: int, repeats: int,
                  global_rows: dict[str, float]) -> tuple[list[Row], float]:
     """Rows of one encoder + head configuration and the max relative output difference."""
     from glace_core.fast_inference import FastRegressor, FoldedHead, freeze_for_inference
     from glace_core.preprocess import preprocess_image
-    from glace_ros.pose_messages import (covariance_from_ransac, pose_stamped_from_matrix,
-                                         pose_with_covariance_from_matrix, transform_stamped_from_matrix)
+    from glace_ros.pose_messages import (pose_stamped_from_matrix, pose_with_covariance_from_matrix,
+                                         transform_stamped_from_matrix)
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     K = np.array([[525.0 * width / 640, 0, width / 2], [0, 525.0 * width / 640, height / 2], [0, 0, 1]])
-    x, K_net = preprocess_image(rgb, K, resolution=min(height, width))
+    x, _ = preprocess_image(rgb, K, resolution=min(height, width))
     gvec = F.normalize(torch.randn(1, head.global_channels), dim=1) if head.global_channels else None
     rows = [Row("preprocess", *_median_pair(lambda: preprocess_image(rgb, K, resolution=min(height, width)),
                                             lambda: preprocess_image(rgb, K, resolution=min(height, width)),
@@ -166,42 +152,19 @@ def bench_config(name: str, encoder: nn.Module, head: nn.Module, height: int, wi
         tp, to = _median_pair(lambda: head(encoder(x), gvec), lambda: fast(x, gvec), repeats)
     rows.append(Row("encoder+head", tp, to, g_enc + g_head, "deliverable ratio"))
 
-    sc = _synthetic_scene_coordinates(out.shape[2], out.shape[3], K_net)
-    try:
-        import dsac_native
-    except ImportError:
-        rows.append(Row("RANSAC", None, None, None, "dsac_native not importable"))
-        pose = np.eye(4)
-    else:
-        def ransac():
-            return dsac_native.estimate_pose(sc, float(K_net[0, 0]), float(K_net[1, 1]), float(K_net[0, 2]),
-                                             float(K_net[1, 2]), hypotheses=64, seed=0)
-        t = _median(ransac, repeats)
-        pose = np.asarray(ransac().camera_to_world, dtype=np.float64)
-        if not np.all(np.isfinite(pose)):
-            pose = np.eye(4)
-        rows.append(Row("RANSAC", t, t, None, "same call"))
+    from glace_core.localizer import Localizer, LocalizerOptions
 
-        from glace_ros.pipeline import RansacOptions, RelocalizationPipeline
-
-        pipe = RelocalizationPipeline(encoder, head, "cpu", None)
-        opts, kw = RansacOptions(seed=0), dict(image_resolution=min(height, width))
-        frames = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(4)]
-
-        def sequential():
-            return [pipe.localize(f, K, ransac=opts, **kw) for f in frames]
-
-        def pipelined():
-            return [fut.result() for fut in [pipe.localize_async(f, K, ransac=opts, **kw) for f in frames]]
-        tp, to = _median_pair(sequential, pipelined, max(repeats // 2, 1))
-        pipe.close()
-        rows.append(Row("frame period", tp / len(frames), to / len(frames), None,
-                        "localize vs localize_async (RANSAC overlaps the next network pass), zero global"))
+    localizer = Localizer(encoder, head, "cpu", None, options=LocalizerOptions(image_resolution=min(height, width)))
+    plain_localizer = Localizer(encoder, head, "cpu", None, fast_inference=False,
+                                options=LocalizerOptions(image_resolution=min(height, width)))
+    tp, to = _median_pair(lambda: plain_localizer.localize(rgb, K), lambda: localizer.localize(rgb, K), repeats)
+    rows.append(Row("frame (localize)", tp, to, None, "Localizer.localize: preprocess, network, RANSAC, statistics; "
+                    "random image (RANSAC rarely succeeds: bench/ransac.py times it on real structure)"))
+    loc = localizer.localize(rgb, K)
+    pose = loc.camera_to_world if loc.success else np.eye(4)
+    cov = loc.covariance if loc.covariance is not None else np.eye(6).reshape(36) * 1e-4
 
     def publish():
-        cells = sc.shape[1] * sc.shape[2]
-        cov = covariance_from_ransac(cells // 2, cells, 1.5, float(K_net[0, 0]), 3.0,
-                                     rotation_cam_to_world=pose[:3, :3])
         pose_stamped_from_matrix(pose, 0, "map")
         pose_with_covariance_from_matrix(pose, 0, cov, "map")
         transform_stamped_from_matrix(pose, 0, "map", "camera")
@@ -243,9 +206,9 @@ def format_table(sections: list[tuple[str, list[Row], float]], peak: float) -> s
     lines = ["| config | stage | plain ms | ours ms | ours/plain | GFLOP | plain GFLOP/s | ours GFLOP/s | ours % peak | note |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, rows, _ in sections:
-        total_p = sum(r.plain_s for r in rows if r.plain_s is not None and r.stage not in ("encoder", "head", "frame period"))
-        total_o = sum(r.ours_s for r in rows if r.ours_s is not None and r.stage not in ("encoder", "head", "frame period"))
-        for r in rows + [Row("total (frame)", total_p, total_o, None, "preprocess+global+enc/head+RANSAC+publish")]:
+        total_p = sum(r.plain_s for r in rows if r.plain_s is not None and r.stage not in ("encoder", "head", "frame (localize)"))
+        total_o = sum(r.ours_s for r in rows if r.ours_s is not None and r.stage not in ("encoder", "head", "frame (localize)"))
+        for r in rows + [Row("total (frame)", total_p, total_o, None, "preprocess+global+enc/head+publish")]:
             ratio = f"{r.ours_s / r.plain_s:.2f}" if r.plain_s and r.ours_s is not None else ""
             gp = f"{r.gflop / r.plain_s:.0f}" if r.gflop and r.plain_s else ""
             go = f"{r.gflop / r.ours_s:.0f}" if r.gflop and r.ours_s else ""

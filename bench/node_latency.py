@@ -5,7 +5,7 @@
 
 Measured in one run, on the same frames, after one warm-up frame each:
 
-- offline: ``RelocalizationPipeline.localize`` called directly (preprocess, network, RANSAC, covariance);
+- offline: ``glace_core.localizer.Localizer.localize`` called directly (preprocess, network, RANSAC, covariance);
 - node: an image and its CameraInfo published on a live rclpy graph (loopback, this process, a DDS
   domain of its own), the node's PoseStamped received; one frame at a time (lockstep), so no frame
   waits behind another.
@@ -38,16 +38,16 @@ def measure(map_path: str, frames, resolution: int, encoder: str = "", min_inlie
     import rclpy
 
     from glace_ros.image_conversion import numpy_to_image
-    from glace_ros.pipeline import RelocalizationPipeline
+    from glace_core.localizer import Localizer, LocalizerOptions
     from relocalizer_graph import RelocalizerGraph, make_context
 
-    pipeline = RelocalizationPipeline.load(map_path, encoder, "auto")
-    pipeline.localize(frames[0].rgb, frames[0].K, image_resolution=resolution)  # warm-up
+    localizer = Localizer.load(map_path, encoder, "auto", options=LocalizerOptions(image_resolution=resolution))
+    localizer.localize(frames[0].rgb, frames[0].K)  # warm-up
     offline = []
     for _ in range(repeats):
         for f in frames:
             t0 = time.perf_counter()
-            pipeline.localize(f.rgb, f.K, image_resolution=resolution)
+            localizer.localize(f.rgb, f.K)
             offline.append(time.perf_counter() - t0)
 
     context = make_context()

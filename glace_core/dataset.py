@@ -5,7 +5,8 @@
 - ``calibration/``: one focal length in pixels (principal point = image centre, at the image's own
   resolution) or a full 3×3 K.
 - ``depth/`` (optional): 16-bit PNG z-depth in millimetres, 0 = invalid.
-- ``features.npy`` (optional): float32 (N, 256) global features, row i for the i-th image.
+- ``features.npy`` (optional): float32 (N, 256) global features, row i for the i-th image
+  (``load_global_features``, which also serves other datasets with the SceneSplit interface).
 
 Pairing: the reference pairs the folders in sorted order; so do we, after two checks. The counts
 must agree, and when the frame keys (the file name up to its first dot: ``frame-000000.color.png``
@@ -15,6 +16,7 @@ key order and sorted order coincide, since every suffix starts with a dot.)
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glace_core.geometry import validate_pose
+from glace_core.geometry import check_K, focal_K, validate_pose
 
 _logger = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "test")
 #: Orthonormality tolerance for poses read from text (they are printed with limited precision).
 POSE_TOLERANCE = 1e-2
+#: Default file name of a split's global features (``--feat_name``).
+FEATURES_FILE = "features.npy"
 
 
 class DatasetError(ValueError):
@@ -111,14 +115,10 @@ def read_calibration_file(path: str | os.PathLike) -> float | np.ndarray:
     if len(values) != 9:
         raise DatasetError(f"calibration file {path}: expected 1 focal length or a 3×3 K (9 numbers), got "
                            f"{len(values)} numbers")
-    K = np.array(values, dtype=np.float64).reshape(3, 3)
-    if not np.all(np.isfinite(K)):
-        raise DatasetError(f"calibration file {path}: K contains NaN or infinite values")
-    if not (K[0, 0] > 0 and K[1, 1] > 0):
-        raise DatasetError(f"calibration file {path}: focal lengths must be positive, got fx={K[0, 0]}, fy={K[1, 1]}")
-    if not np.allclose(K[2], [0.0, 0.0, 1.0]):
-        raise DatasetError(f"calibration file {path}: last row of K must be [0 0 1], got {K[2].tolist()}")
-    return K
+    try:
+        return check_K(np.array(values, dtype=np.float64).reshape(3, 3), f"calibration file {path}: K")
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from exc
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
@@ -236,8 +236,7 @@ class SceneSplit:
         calib = self._calib[i]
         if isinstance(calib, np.ndarray):
             return calib.copy()
-        h, w = self.image_size(i)
-        return np.array([[calib, 0.0, w / 2.0], [0.0, calib, h / 2.0], [0.0, 0.0, 1.0]])
+        return focal_K(calib, *self.image_size(i))
 
     def __getitem__(self, i: int) -> Frame:
         i = self._index(i)
@@ -254,19 +253,58 @@ class SceneSplit:
             raise DatasetError(f"{self.folder}: this split has no depth/ folder")
         return read_depth_m(self._depth_files[self._index(i)])
 
-    def global_features(self, feat_name: str = "features.npy") -> np.ndarray | None:
-        """float32 (N, D) global features from ``<split>/<feat_name>``, None if the file is absent."""
-        path = self.folder / feat_name
-        if not path.is_file():
+    def global_features(self, feat_name: str = FEATURES_FILE) -> np.ndarray | None:
+        """float32 (N, D) global features from ``<split>/<feat_name>``, None if the file is absent
+        (``load_global_features`` of this split)."""
+        return load_global_features(self, feat_name)
+
+
+def _read_features_file(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"global features {path}: cannot load ({exc})") from exc
+
+
+def load_global_features(dataset, feat_name: str = FEATURES_FILE) -> np.ndarray | None:
+    """The global features of a dataset: float32 (N, D), row i for frame i; None if it has none.
+
+    dataset: a SceneSplit (reads ``<split>/<feat_name>``), or any object with the SceneSplit
+    interface whose ``global_features(feat_name)`` (or ``global_features()``, which serves only the
+    default ``features.npy``) returns an array or None. Raises DatasetError (a ValueError) when the
+    file cannot be loaded, the name is not served, the shape is not (len(dataset), D) or a value is
+    NaN or infinite.
+    """
+    if isinstance(dataset, SceneSplit):
+        source = dataset.folder / feat_name
+        feats = _read_features_file(source)
+    else:
+        source = f"{feat_name} of {type(dataset).__name__}"
+        method = getattr(dataset, "global_features", None)
+        if method is None:
             return None
         try:
-            feats = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"global features {path}: cannot load ({exc})") from exc
-        if feats.ndim != 2 or feats.shape[0] != len(self):
-            raise DatasetError(f"global features {path}: shape {feats.shape}, expected ({len(self)}, D) "
-                               f"(one row per image of {self.folder / 'rgb'}, sorted order)")
-        return np.ascontiguousarray(feats, dtype=np.float32)
+            takes_name = len(inspect.signature(method).parameters) >= 1
+        except (TypeError, ValueError):
+            takes_name = False
+        if takes_name:
+            feats = method(feat_name)
+        elif feat_name == FEATURES_FILE:
+            feats = method()
+        else:
+            raise DatasetError(f"global features {feat_name}: this {type(dataset).__name__} only provides "
+                               f"{FEATURES_FILE}")
+    if feats is None:
+        return None
+    feats = np.asarray(feats)
+    if feats.ndim != 2 or feats.shape[0] != len(dataset):
+        raise DatasetError(f"global features {source}: shape {feats.shape}, expected ({len(dataset)}, D) "
+                           "(one row per image, in the sorted order of the images)")
+    if not np.all(np.isfinite(feats)):
+        raise DatasetError(f"global features {source}: contain NaN or infinite values")
+    return np.ascontiguousarray(feats, dtype=np.float32)
 
 
 def read_depth_m(path: str | os.PathLike) -> np.ndarray:
@@ -337,9 +375,7 @@ def write_frame(root: str | os.PathLike, split: str, name: str, rgb: np.ndarray,
         raise ValueError(f"rgb must be uint8, got {rgb.dtype}")
     rgb = to_uint8_image(rgb)
     pose = validate_pose(pose, f"pose of frame {name}")
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3) or not np.all(np.isfinite(K)) or not (K[0, 0] > 0 and K[1, 1] > 0):
-        raise ValueError(f"K of frame {name} must be a finite (3, 3) with positive focal lengths, got {K.tolist()}")
+    K = check_K(K, f"K of frame {name}")
     depth_png = None
     if depth_m is not None:
         depth_m = np.asarray(depth_m)

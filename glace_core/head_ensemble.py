@@ -16,17 +16,13 @@ Routing descriptor (``routing_descriptor``): the encoder features ``(1, C, h, w)
 over a 2x2 grid of the image, flattened (4C) and L2-normalised. It costs nothing beyond the encoder
 pass and needs no extra network or checkpoint.
 
-File layout (``ensemble_state_dict``): one weights-only state dict, every tensor fp16:
-``{k}.<official head key>`` for head k = 0..K-1 (each sub-dict is exactly an official GLACE head
-file's content), then ``routing.descriptors`` (N, 4C) and ``routing.membership`` (K, N) (1 where
-mapping frame n belongs to cluster k). Official head keys never start with ``<digits>.``, so the
-two layouts cannot be confused. An ensemble of one head is written as a plain head file.
+The file layout of an ensemble map (K heads in the official layout plus the routing index) lives
+with the other file layouts in ``glace_core.map_files`` (``ensemble_state_dict``); this module is
+the model only and does not read or write files.
 """
 from __future__ import annotations
 
-import re
-from collections import OrderedDict
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -35,8 +31,6 @@ from torch import nn
 
 from glace_core.head import GlaceHead
 
-ROUTING_PREFIX = "routing."
-_HEAD_PREFIX = re.compile(r"^(\d+)\.(.+)$")
 #: Grid the routing descriptor pools the local features over (2 x 2 cells).
 ROUTING_GRID = 2
 
@@ -142,47 +136,3 @@ class HeadEnsemble(nn.Module):
                 cluster: int = 0) -> torch.Tensor:
         """Scene coordinates ``(N, 3, h, w)`` of head ``cluster`` (see GlaceHead.forward)."""
         return self.heads[int(cluster)](features, global_features)
-
-
-def ensemble_state_dict(ensemble: HeadEnsemble) -> "OrderedDict[str, torch.Tensor]":
-    """The ensemble file content: ``{k}.<head key>`` per head, then the routing index, all fp16 on CPU."""
-    from glace_core.map_files import head_state_dict_fp16
-
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for k, head in enumerate(ensemble.heads):
-        for key, value in head_state_dict_fp16(head).items():
-            out[f"{k}.{key}"] = value
-    out[ROUTING_PREFIX + "descriptors"] = ensemble.descriptors.detach().to("cpu", torch.float16).clone()
-    out[ROUTING_PREFIX + "membership"] = ensemble.membership.detach().to("cpu", torch.float16).clone()
-    return out
-
-
-def is_ensemble_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
-    """True if ``state_dict`` has the ensemble layout (``<k>.`` head prefixes or routing tensors)."""
-    return any(k.startswith(ROUTING_PREFIX) or _HEAD_PREFIX.match(k) for k in state_dict)
-
-
-def split_ensemble_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
-                              ) -> tuple[list["OrderedDict[str, torch.Tensor]"], torch.Tensor, torch.Tensor]:
-    """(per-head state dicts in head order, descriptors (N, D), membership (K, N)) of an ensemble file.
-
-    Raises MapFileError for a missing routing tensor, stray keys or non-consecutive head numbers."""
-    from glace_core.map_files import MapFileError
-
-    heads: dict[int, OrderedDict[str, torch.Tensor]] = {}
-    routing: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        if key.startswith(ROUTING_PREFIX):
-            routing[key[len(ROUTING_PREFIX):]] = value
-            continue
-        match = _HEAD_PREFIX.match(key)
-        if not match:
-            raise MapFileError(f"{source}: ensemble map has a key {key!r} that is neither '<k>.<head key>' "
-                               f"nor '{ROUTING_PREFIX}*'")
-        heads.setdefault(int(match.group(1)), OrderedDict())[match.group(2)] = value
-    missing = [name for name in ("descriptors", "membership") if name not in routing]
-    if missing:
-        raise MapFileError(f"{source}: ensemble map lacks {[ROUTING_PREFIX + m for m in missing]}")
-    if sorted(heads) != list(range(len(heads))) or not heads:
-        raise MapFileError(f"{source}: ensemble heads must be numbered 0..K-1, got {sorted(heads)}")
-    return [heads[k] for k in range(len(heads))], routing["descriptors"], routing["membership"]

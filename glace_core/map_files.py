@@ -11,9 +11,13 @@ A map is a GLACE head file in the official layout (every tensor fp16, buffers in
 out_channels and, when known, the sha256 of the encoder file) and whatever else the caller passes
 (e.g. ``training`` options).
 
-An *ensemble map* (``glace_core.head_ensemble``) is one file with K heads in the official layout
-under ``<k>.`` prefixes plus a routing index; its sidecar adds ``ensemble`` (K, how the clusters
-were made). ``save_head`` writes either kind; ``glace_core.network.load_map`` reads either.
+An *ensemble map* (a ``glace_core.head_ensemble.HeadEnsemble``) is one weights-only state dict,
+every tensor fp16 (``ensemble_state_dict``): ``{k}.<official head key>`` for head k = 0..K-1 (each
+sub-dict is exactly an official GLACE head file's content), then ``routing.descriptors`` (N, 4C)
+and ``routing.membership`` (K, N) (1 where mapping frame n belongs to cluster k). Official head
+keys never start with ``<digits>.``, so the two layouts cannot be confused; an ensemble of one head
+is written as a plain head file. Its sidecar adds ``ensemble`` (K, how the clusters were made).
+``save_head`` writes either kind; ``glace_core.network.load_map`` reads either.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ import torch
 from torch import nn
 
 from glace_core.head import GlaceHead, HeadConfig, block_width, split_input_channels
+from glace_core.head_ensemble import HeadEnsemble
 from glace_core.io_utils import atomic_write_bytes, atomic_write_text
 
 _logger = logging.getLogger(__name__)
@@ -40,6 +45,9 @@ _logger = logging.getLogger(__name__)
 MAP_FORMAT = "glace-ros-map"
 MAP_FORMAT_VERSION = 1
 _BLOCK_KEY = re.compile(r"^(\d+)c0\.weight$")
+#: Key prefix of the routing index in an ensemble map file.
+ROUTING_PREFIX = "routing."
+_HEAD_PREFIX = re.compile(r"^(\d+)\.(.+)$")
 
 
 class MapFileError(ValueError):
@@ -254,8 +262,6 @@ def save_head(head: nn.Module, path: str | os.PathLike, metadata: Mapping[str, A
     ``{"encoder": encoder_metadata(enc, enc_path), "training": {...}}``; ``head``, ``head_sha256``,
     ``format`` and ``format_version`` are set here. Returns the sidecar path.
     """
-    from glace_core.head_ensemble import HeadEnsemble, ensemble_state_dict
-
     path = Path(path)
     extra = dict(metadata or {})
     if isinstance(head, HeadEnsemble) and len(head) == 1:
@@ -376,3 +382,45 @@ def head_from_state_dict(state_dict: Mapping[str, torch.Tensor], metadata: Mappi
     sd = select_part(state_dict, "heads", source)
     load_state_dict_strict(head, OrderedDict((k, v.float()) for k, v in sd.items()), source)
     return head
+
+
+# --------------------------------------------------------------------------- ensemble layout
+
+def ensemble_state_dict(ensemble: HeadEnsemble) -> "OrderedDict[str, torch.Tensor]":
+    """The ensemble file content: ``{k}.<head key>`` per head, then the routing index, all fp16 on CPU."""
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for k, head in enumerate(ensemble.heads):
+        for key, value in head_state_dict_fp16(head).items():
+            out[f"{k}.{key}"] = value
+    out[ROUTING_PREFIX + "descriptors"] = ensemble.descriptors.detach().to("cpu", torch.float16).clone()
+    out[ROUTING_PREFIX + "membership"] = ensemble.membership.detach().to("cpu", torch.float16).clone()
+    return out
+
+
+def is_ensemble_state_dict(state_dict: Mapping[str, torch.Tensor]) -> bool:
+    """True if ``state_dict`` has the ensemble layout (``<k>.`` head prefixes or routing tensors)."""
+    return any(k.startswith(ROUTING_PREFIX) or _HEAD_PREFIX.match(k) for k in state_dict)
+
+
+def split_ensemble_state_dict(state_dict: Mapping[str, torch.Tensor], source: str = "state dict"
+                              ) -> tuple[list["OrderedDict[str, torch.Tensor]"], torch.Tensor, torch.Tensor]:
+    """(per-head state dicts in head order, descriptors (N, D), membership (K, N)) of an ensemble file.
+
+    Raises MapFileError for a missing routing tensor, stray keys or non-consecutive head numbers."""
+    heads: dict[int, OrderedDict[str, torch.Tensor]] = {}
+    routing: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith(ROUTING_PREFIX):
+            routing[key[len(ROUTING_PREFIX):]] = value
+            continue
+        match = _HEAD_PREFIX.match(key)
+        if not match:
+            raise MapFileError(f"{source}: ensemble map has a key {key!r} that is neither '<k>.<head key>' "
+                               f"nor '{ROUTING_PREFIX}*'")
+        heads.setdefault(int(match.group(1)), OrderedDict())[match.group(2)] = value
+    missing = [name for name in ("descriptors", "membership") if name not in routing]
+    if missing:
+        raise MapFileError(f"{source}: ensemble map lacks {[ROUTING_PREFIX + m for m in missing]}")
+    if sorted(heads) != list(range(len(heads))) or not heads:
+        raise MapFileError(f"{source}: ensemble heads must be numbered 0..K-1, got {sorted(heads)}")
+    return [heads[k] for k in range(len(heads))], routing["descriptors"], routing["membership"]

@@ -1,11 +1,11 @@
 """Public loaders for encoders and heads, and the Regressor that chains them.
 
-``load_encoder`` picks the encoder family from the weights' key names (see
-``glace_core.encoder``); ``load_head`` infers the head architecture from the weights, and
-``load_map`` reads a single head or an ensemble map (``glace_core.head_ensemble``). A head's
-input width is ``global + local``: the split is read from the map's sidecar metadata when it
-records it, otherwise ``glace_core.head.split_input_channels`` decides (768 -> 256 global + 512
-local, 512 -> 0 + 512, 320 -> 256 + 64, 64 -> 0 + 64).
+``load_encoder`` loads a weights file (``glace_core.encoder_registry.load_encoder_file`` picks the
+encoder family from the key names) or builds a named encoder; ``load_head`` infers the head
+architecture from the weights, and ``load_map`` reads a single head or an ensemble map
+(``glace_core.head_ensemble``). A head's input width is ``global + local``: the split is read from
+the map's sidecar metadata when it records it, otherwise ``glace_core.head.split_input_channels``
+decides (768 -> 256 global + 512 local, 512 -> 0 + 512, 320 -> 256 + 64, 64 -> 0 + 64).
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from glace_core.encoder import encoder_families, encoder_from_state_dict
+from glace_core.encoder_registry import is_named_spec, load_encoder_file, resolve_encoder
 from glace_core.head import GlaceHead
-from glace_core.head_ensemble import HeadEnsemble, is_ensemble_state_dict, split_ensemble_state_dict
-from glace_core.map_files import (MapFileError, check_encoder_compatibility, file_sha256, head_from_state_dict,
-                                  load_state_dict_file, load_state_dict_strict, read_map_metadata, select_part)
+from glace_core.head_ensemble import HeadEnsemble
+from glace_core.map_files import (MapFileError, check_encoder_compatibility, head_from_state_dict,
+                                  is_ensemble_state_dict, load_state_dict_file, read_map_metadata,
+                                  split_ensemble_state_dict)
 
 _logger = logging.getLogger(__name__)
 
@@ -35,22 +36,9 @@ def load_encoder(path: str | os.PathLike | None = None, device: str | torch.devi
     ``name``, ``out_channels``, ``stride``, ``source_path`` and ``sha256`` (of the file).
     A named encoder ("xfeat", "ace-random[:seed]", "default") is built by glace_core.encoder_registry.
     """
-    from glace_core.encoder_registry import is_named_spec, resolve_encoder  # lazy: the registry imports us
     if path is None or is_named_spec(path):
         return resolve_encoder(path, device)  # None: the shipped default (a file, else XFeat)
-    path = Path(path)
-    state_dict = select_part(load_state_dict_file(path), "encoder", str(path))
-    encoder = encoder_from_state_dict(state_dict)
-    if encoder is None:
-        names = [cls.__name__ for cls in encoder_families()]
-        raise MapFileError(f"{path} is not an encoder file of a known family ({', '.join(names)}); "
-                           f"its keys start with {list(state_dict)[:6]}")
-    load_state_dict_strict(encoder, {k: v.float() for k, v in state_dict.items()}, str(path))
-    encoder.source_path = str(path)
-    encoder.sha256 = file_sha256(path)
-    _logger.info("loaded %s encoder (%d channels) from %s", getattr(encoder, "name", "?"),
-                 encoder.out_channels, path)
-    return encoder.float().eval().to(device)
+    return load_encoder_file(path).to(device)
 
 
 def load_head(path: str | os.PathLike, device: str | torch.device = "cpu", *,

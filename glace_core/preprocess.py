@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from glace_core.geometry import check_K
+
 MEAN = 0.4  #: normalisation mean of the grayscale encoder input
 STD = 0.25  #: normalisation standard deviation of the grayscale encoder input
 DEFAULT_RESOLUTION = 480  #: shorter side of the encoder input in pixels
@@ -34,23 +36,12 @@ def resized_shape(height: int, width: int, resolution: int = DEFAULT_RESOLUTION)
     return int(resolution * height / width), resolution
 
 
-def _check_K(K, name: str = "K") -> np.ndarray:
-    K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3):
-        raise ValueError(f"{name} must be a (3, 3) intrinsics matrix, got shape {K.shape}")
-    if not np.all(np.isfinite(K)):
-        raise ValueError(f"{name} contains NaN or infinite values: {K.tolist()}")
-    if not (K[0, 0] > 0 and K[1, 1] > 0):
-        raise ValueError(f"{name} must have positive focal lengths, got fx={K[0, 0]}, fy={K[1, 1]}")
-    return K
-
-
 def scale_intrinsics(K, old_hw: tuple[int, int], new_hw: tuple[int, int]) -> np.ndarray:
     """K (3, 3) of an image resized from ``old_hw`` = (H, W) to ``new_hw`` = (H', W').
 
     fx, cx (and the skew) scale by W'/W; fy, cy by H'/H. Returns float64 (3, 3).
     """
-    K = _check_K(K)
+    K = check_K(K)
     (oh, ow), (nh, nw) = (int(v) for v in old_hw), (int(v) for v in new_hw)
     if min(oh, ow, nh, nw) <= 0:
         raise ValueError(f"image sizes must be positive, got old_hw={old_hw}, new_hw={new_hw}")
@@ -100,7 +91,7 @@ def preprocess_image(image, K, resolution: int = DEFAULT_RESOLUTION) -> tuple[to
     with (H', W') = resized_shape(H, W, resolution).
     """
     image = to_uint8_image(image)
-    K = _check_K(K)
+    K = check_K(K)
     h, w = image.shape[:2]
     new_h, new_w = resized_shape(h, w, resolution)
     pil = Image.fromarray(image)

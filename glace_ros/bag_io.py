@@ -199,11 +199,9 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text
 
 
-def stamp_to_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time (rosbags or rclpy) → integer nanoseconds."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def ns_to_stamp(types: Any, ns: int) -> Any:
-    """Integer nanoseconds → a rosbags builtin_interfaces/msg/Time."""
-    return types["builtin_interfaces/msg/Time"](sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+def ns_to_rosbags_time(types: Any, ns: int) -> Any:
+    """Integer nanoseconds → a *rosbags* builtin_interfaces/msg/Time of the type store ``types``
+    (for messages written with :class:`BagWriter`; rclpy messages use
+    :func:`glace_ros.stamps.ns_to_time`). Read stamps with :func:`glace_ros.stamps.stamp_to_ns`."""
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    return types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)

@@ -27,9 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from glace_ros.stamps import stamp_to_ns
+
 __all__ = [
     "CameraInfoError", "intrinsics_from_camera_info", "camera_info_image_size", "check_image_matches",
-    "intrinsics_for_image", "has_distortion", "stamp_to_ns", "CacheMatch", "CameraInfoCache",
+    "intrinsics_for_image", "has_distortion", "CacheMatch", "CameraInfoCache",
 ]
 
 
@@ -113,17 +115,6 @@ def has_distortion(msg: Any) -> bool:
     """True when the CameraInfo has non-zero distortion coefficients (the image is not rectified)."""
     d = np.asarray(msg.d, dtype=np.float64)
     return bool(d.size and np.any(d != 0))
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time (``sec``, ``nanosec``), int nanoseconds or float seconds -> int ns."""
-    if hasattr(stamp, "sec") and hasattr(stamp, "nanosec"):
-        return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-    if isinstance(stamp, (int, np.integer)):
-        return int(stamp)
-    if isinstance(stamp, (float, np.floating)):
-        return int(round(float(stamp) * 1e9))
-    raise TypeError(f"stamp must be a builtin_interfaces/Time, int ns or float s, got {type(stamp).__name__}")
 
 
 @dataclass(frozen=True)

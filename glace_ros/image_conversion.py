@@ -329,6 +329,60 @@ def compressed_to_gray_u8(msg: Any, scale16: str = "shift") -> np.ndarray:
     return _array_to_gray_u8(arr, channel_order(encoding), encoding, scale16)
 
 
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def compressed_image_size(data: Any) -> tuple[int, int]:
+    """(height, width) a PNG or JPEG (or compressedDepth PNG) declares in its header, read without
+    decoding it. Raises ImageConversionError for other formats or a truncated header."""
+    buf = _as_bytes(data, "CompressedImage").tobytes()
+    hsize = _COMPRESSED_DEPTH_HEADER.size
+    if buf[hsize:hsize + 8] == _PNG_MAGIC and buf[:8] != _PNG_MAGIC:
+        buf = buf[hsize:]
+    if buf[:8] == _PNG_MAGIC:
+        if len(buf) < 24 or buf[12:16] != b"IHDR":
+            raise ImageConversionError("PNG data is truncated before its IHDR header")
+        width, height = struct.unpack(">II", buf[16:24])
+        return int(height), int(width)
+    if buf[:2] == b"\xff\xd8":
+        i = 2
+        while i + 4 <= len(buf):
+            if buf[i] != 0xFF:
+                raise ImageConversionError(f"JPEG data has no marker at byte {i}")
+            marker = buf[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without a length
+                i += 2
+                continue
+            length = struct.unpack(">H", buf[i + 2:i + 4])[0]
+            if marker in _JPEG_SOF:
+                if i + 9 > len(buf):
+                    break
+                height, width = struct.unpack(">HH", buf[i + 5:i + 9])
+                return int(height), int(width)
+            i += 2 + length
+        raise ImageConversionError("JPEG data has no frame header (SOF) with the image size")
+    raise ImageConversionError("compressed image is neither PNG nor JPEG: its size cannot be read before decoding "
+                               "(image_transport's compressed formats are jpeg and png)")
+
+
+def decode_for_localization(msg: Any, max_pixels: int) -> np.ndarray:
+    """Image or CompressedImage -> (H, W, 3) RGB or (H, W) gray uint8 (mono encodings skip the colour
+    conversion), refusing a compressed image that declares more than ``max_pixels`` pixels before
+    decoding it. Raises ImageConversionError naming the problem."""
+    if _is_compressed(msg):
+        h, w = compressed_image_size(msg.data)
+        if h * w > max_pixels or h == 0 or w == 0:
+            raise ImageConversionError(f"compressed image declares {w}x{h} px ({h * w} pixels); the limit is "
+                                       f"{max_pixels} (max_input_pixels x 16): not decoded")
+        return compressed_to_rgb_u8(msg)
+    if channel_order(str(msg.encoding)) == "mono":
+        return image_to_gray_u8(msg)
+    return image_to_rgb_u8(msg)
+
+
 def _is_compressed(msg: Any) -> bool:
     return hasattr(msg, "format") and not hasattr(msg, "encoding")
 

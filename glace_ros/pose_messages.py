@@ -1,4 +1,4 @@
-"""Camera poses -> geometry_msgs / tf2_msgs / sensor_msgs messages, and a small TF buffer.
+"""Camera poses -> geometry_msgs / tf2_msgs / sensor_msgs messages, and the REP-105 odom-mode transform.
 
 Poses are camera-to-world 4x4 float64 in OpenCV optical axes (DEVELOPERS.md): the map->camera
 transform of TF, with the camera frame an optical frame (x right, y down, z forward). Quaternions
@@ -8,27 +8,23 @@ REP-105 odom mode: instead of map->camera the node publishes map->odom, computed
 map_T_camera and the odom_T_camera it looks up in TF, so that map->odom->...->camera reproduces
 the relocalised pose: map_T_odom = map_T_camera · inverse(odom_T_camera).
 
-tf2_ros does not install from pip, so :class:`TfBuffer` is a minimal buffer fed with TFMessages from
-/tf and /tf_static that answers chained lookups.
+The TF tree that answers lookups is :class:`glace_ros.tf_graph.TfGraph`.
 """
 from __future__ import annotations
 
-import bisect
 import math
-import threading
-from collections import deque
 from typing import Any
 
 import numpy as np
 
 from glace_core import geometry
-from glace_ros.camera_info import stamp_to_ns
+from glace_ros.stamps import ns_to_time, stamp_to_ns
 
 __all__ = [
-    "rotation_matrix_to_quaternion", "quaternion_to_rotation_matrix", "invert_rigid",
-    "matrix_to_pose", "pose_to_matrix", "matrix_to_transform", "transform_to_matrix",
+    "rotation_matrix_to_quaternion", "quaternion_to_rotation_matrix",
+    "matrix_to_pose", "pose_to_matrix", "pose_to_text", "matrix_to_transform", "transform_to_matrix",
     "pose_stamped_from_matrix", "pose_with_covariance_from_matrix", "transform_stamped_from_matrix",
-    "covariance_from_ransac", "map_to_odom", "TfBuffer", "point_cloud2_from_scene_coordinates",
+    "map_to_odom", "point_cloud2_from_scene_coordinates",
     "point_cloud2_to_xyz",
 ]
 
@@ -63,11 +59,6 @@ def quaternion_to_rotation_matrix(q: np.ndarray) -> np.ndarray:
     return geometry.quaternion_to_rotation_matrix(q[[3, 0, 1, 2]])
 
 
-def invert_rigid(T: np.ndarray) -> np.ndarray:
-    """Inverse of a (4, 4) rigid transform: [Rᵀ | -Rᵀt] (``glace_core.geometry.invert_pose``)."""
-    return geometry.invert_pose(T)
-
-
 # --------------------------------------------------------------------------- geometry_msgs
 
 def matrix_to_pose(T: np.ndarray):
@@ -78,6 +69,17 @@ def matrix_to_pose(T: np.ndarray):
     x, y, z, w = rotation_matrix_to_quaternion(T[:3, :3])
     return Pose(position=Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
                 orientation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w)))
+
+
+def pose_to_text(T: np.ndarray) -> str:
+    """A (4, 4) pose as readable text: position in m and roll/pitch/yaw (fixed axes) in degrees."""
+    T = _check_matrix(T, "pose")
+    R = T[:3, :3]
+    roll, pitch = math.atan2(R[2, 1], R[2, 2]), math.asin(max(-1.0, min(1.0, -R[2, 0])))
+    yaw = math.atan2(R[1, 0], R[0, 0])
+    x, y, z = T[:3, 3]
+    return (f"x {x:.3f} y {y:.3f} z {z:.3f} m, roll {math.degrees(roll):.1f} pitch {math.degrees(pitch):.1f} "
+            f"yaw {math.degrees(yaw):.1f} deg")
 
 
 def pose_to_matrix(pose: Any) -> np.ndarray:
@@ -109,12 +111,10 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
 
 
 def _header(stamp: Any, frame_id: str):
-    from builtin_interfaces.msg import Time
     from std_msgs.msg import Header
 
     if not hasattr(stamp, "sec"):
-        ns = stamp_to_ns(stamp)
-        stamp = Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        stamp = ns_to_time(stamp_to_ns(stamp))
     return Header(stamp=stamp, frame_id=frame_id)
 
 
@@ -146,166 +146,13 @@ def transform_stamped_from_matrix(parent_T_child: np.ndarray, stamp: Any, parent
                             transform=matrix_to_transform(parent_T_child))
 
 
-# --------------------------------------------------------------------------- covariance
-
-def covariance_from_ransac(inlier_count: int, num_cells: int, mean_inlier_error_px: float, focal_px: float,
-                           median_depth_m: float, *, rotation_cam_to_world: np.ndarray | None = None,
-                           position_scale: float = 1.0, axial_factor: float = 2.0,
-                           min_error_px: float = 0.5, min_inlier_ratio: float = 0.01) -> np.ndarray:
-    """6x6 pose covariance (flattened, 36 float64) from a RANSAC result, in ROS's
-    PoseWithCovariance order (x, y, z, rot_x, rot_y, rot_z), position in the map frame.
-
-    Model: each inlier constrains the pose with an angular error sigma_px / f, where
-    sigma_px = max(mean_inlier_error_px, min_error_px); n inliers average this down by sqrt(n); a
-    low inlier ratio r = n / num_cells (clamped to >= min_inlier_ratio) signals an ambiguous or
-    partly wrong solution and inflates by 1 / r:
-
-        s         = sigma_px / f / sqrt(n) / r                      (radians)
-        std_rot   = s                                              (each axis)
-        std_lat   = position_scale · s · median_depth              (camera x, y)
-        std_axial = axial_factor · std_lat                         (camera z: depth is the weakest)
-
-    The position block is diag(std_lat², std_lat², std_axial²) rotated into the map frame by
-    ``rotation_cam_to_world`` (isotropic with std_axial when it is None). Every variance grows when
-    inliers drop or the residual grows; the matrix is finite and positive definite.
-    """
-    n, total = int(inlier_count), int(num_cells)
-    if n < 1 or total < n:
-        raise ValueError(f"need 1 <= inlier_count <= num_cells, got inlier_count={n}, num_cells={total}")
-    values = dict(mean_inlier_error_px=mean_inlier_error_px, focal_px=focal_px, median_depth_m=median_depth_m,
-                  position_scale=position_scale, axial_factor=axial_factor, min_error_px=min_error_px,
-                  min_inlier_ratio=min_inlier_ratio)
-    for name, value in values.items():
-        if not math.isfinite(value) or value < 0 or (value == 0 and name != "mean_inlier_error_px"):
-            raise ValueError(f"{name} must be finite and > 0 (>= 0 for the error), got {value}")
-    sigma_px = max(float(mean_inlier_error_px), float(min_error_px))
-    ratio = max(n / total, float(min_inlier_ratio))
-    s = sigma_px / float(focal_px) / math.sqrt(n) / ratio
-    std_lat = float(position_scale) * s * float(median_depth_m)
-    std_axial = float(axial_factor) * std_lat
-    if rotation_cam_to_world is None:
-        pos = np.eye(3) * std_axial ** 2
-    else:
-        R = np.asarray(rotation_cam_to_world, dtype=np.float64)
-        if R.shape != (3, 3):
-            raise ValueError(f"rotation_cam_to_world must be (3, 3), got {R.shape}")
-        pos = R @ np.diag([std_lat ** 2, std_lat ** 2, std_axial ** 2]) @ R.T
-        pos = 0.5 * (pos + pos.T)
-    cov = np.zeros((6, 6))
-    cov[:3, :3] = pos
-    cov[3:, 3:] = np.eye(3) * s ** 2
-    return cov.reshape(36)
-
-
 # --------------------------------------------------------------------------- REP-105 odom mode
 
 def map_to_odom(map_T_camera: np.ndarray, odom_T_camera: np.ndarray) -> np.ndarray:
     """map_T_odom (4, 4) such that map_T_odom · odom_T_camera = map_T_camera."""
     map_T_camera = _check_matrix(map_T_camera, "map_T_camera")
     odom_T_camera = _check_matrix(odom_T_camera, "odom_T_camera")
-    return map_T_camera @ invert_rigid(odom_T_camera)
-
-
-class TfBuffer:
-    """Transforms heard on /tf and /tf_static, answering chained lookups.
-
-    Each child frame has one parent (a tree, as in tf2). Static edges never expire; a dynamic edge
-    keeps the samples of the last ``cache_time_s`` seconds (by message stamp) and a lookup at a
-    stamp takes the nearest sample, which must be within ``max_time_gap_s`` of it. Thread-safe.
-    """
-
-    def __init__(self, cache_time_s: float = 10.0, max_time_gap_s: float = 0.5):
-        if cache_time_s <= 0 or max_time_gap_s < 0:
-            raise ValueError(f"cache_time_s must be > 0 and max_time_gap_s >= 0, got {cache_time_s}, {max_time_gap_s}")
-        self.cache_ns = int(cache_time_s * 1e9)
-        self.max_gap_ns = int(max_time_gap_s * 1e9)
-        self._parent: dict[str, str] = {}
-        self._static: dict[str, np.ndarray] = {}
-        self._dynamic: dict[str, deque[tuple[int, np.ndarray]]] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _name(frame: str) -> str:
-        return str(frame).lstrip("/")
-
-    def set_transform(self, transform_stamped: Any, static: bool = False) -> None:
-        """Add one geometry_msgs/TransformStamped (parent = header.frame_id)."""
-        parent = self._name(transform_stamped.header.frame_id)
-        child = self._name(transform_stamped.child_frame_id)
-        if not parent or not child or parent == child:
-            raise ValueError(f"transform needs distinct non-empty frames, got parent {parent!r}, child {child!r}")
-        T = transform_to_matrix(transform_stamped.transform)
-        t = stamp_to_ns(transform_stamped.header.stamp)
-        with self._lock:
-            self._parent[child] = parent
-            if static:
-                self._static[child] = T
-                self._dynamic.pop(child, None)
-                return
-            self._static.pop(child, None)
-            samples = self._dynamic.setdefault(child, deque())
-            if samples and t < samples[-1][0]:  # out of order: insert sorted
-                items = list(samples)
-                bisect.insort(items, (t, T), key=lambda e: e[0])
-                samples.clear()
-                samples.extend(items)
-            else:
-                samples.append((t, T))
-            while samples and samples[-1][0] - samples[0][0] > self.cache_ns:
-                samples.popleft()
-
-    def add_message(self, msg: Any, static: bool = False) -> None:
-        """Add every transform of a tf2_msgs/TFMessage (``static`` for /tf_static)."""
-        for ts in msg.transforms:
-            self.set_transform(ts, static=static)
-
-    def _edge(self, child: str, t: int | None) -> np.ndarray:
-        """parent_T_child at stamp t (None: latest)."""
-        if child in self._static:
-            return self._static[child]
-        samples = self._dynamic[child]
-        if t is None:
-            return samples[-1][1]
-        stamps = [s for s, _ in samples]
-        j = bisect.bisect_left(stamps, t)
-        best = min((k for k in (j - 1, j) if 0 <= k < len(stamps)), key=lambda k: abs(stamps[k] - t))
-        if abs(stamps[best] - t) > self.max_gap_ns:
-            raise LookupError(
-                f"no {self._parent[child]!r} -> {child!r} transform within {self.max_gap_ns * 1e-9:.3f} s of "
-                f"{t * 1e-9:.3f} (have {stamps[0] * 1e-9:.3f} .. {stamps[-1] * 1e-9:.3f})")
-        return samples[best][1]
-
-    def _path_to_root(self, frame: str) -> list[str]:
-        path = [frame]
-        while path[-1] in self._parent:
-            path.append(self._parent[path[-1]])
-            if len(path) > 1000:
-                raise LookupError(f"TF cycle through {frame!r}")
-        return path
-
-    def lookup(self, target: str, source: str, stamp: Any = None) -> np.ndarray:
-        """target_T_source (4, 4): maps points in ``source`` into ``target`` (tf2's lookupTransform).
-
-        ``stamp`` (Time, int ns, float s or None = latest of each edge). Raises LookupError when the
-        frames are not connected or a dynamic edge has no sample near ``stamp``.
-        """
-        target, source = self._name(target), self._name(source)
-        t = None if stamp is None else stamp_to_ns(stamp)
-        with self._lock:
-            if target == source:
-                return np.eye(4)
-            up_s, up_t = self._path_to_root(source), self._path_to_root(target)
-            common = next((f for f in up_s if f in set(up_t)), None)
-            if common is None:
-                known = sorted(set(self._parent) | set(self._parent.values()))
-                raise LookupError(f"no TF chain between {target!r} and {source!r}; known frames: {known}")
-            common_T_source = np.eye(4)
-            for child in up_s[: up_s.index(common)]:
-                common_T_source = self._edge(child, t) @ common_T_source
-            common_T_target = np.eye(4)
-            for child in up_t[: up_t.index(common)]:
-                common_T_target = self._edge(child, t) @ common_T_target
-        return invert_rigid(common_T_target) @ common_T_source
+    return map_T_camera @ geometry.invert_pose(odom_T_camera)
 
 
 # --------------------------------------------------------------------------- point clouds

@@ -2,7 +2,8 @@
 
 - Camera images and camera_info: the sensor-data profile (best effort, keep last, volatile), so a
   slow relocaliser drops stale frames instead of queueing them and it can subscribe to both
-  reliable and best-effort publishers.
+  reliable and best-effort publishers; or, with the node's ``image_qos: reliable``, reliable (for
+  replay tools that must not lose a frame).
 - Poses and /tf: reliable, keep last, volatile.
 - /tf_static: reliable, transient local, deep history, as tf2_ros's static broadcaster and
   listener use it, so a late joiner still receives every static transform.
@@ -11,12 +12,19 @@ from __future__ import annotations
 
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-__all__ = ["image_qos", "pose_qos", "tf_qos", "tf_static_qos"]
+__all__ = ["image_qos", "reliable_image_qos", "pose_qos", "tf_qos", "tf_static_qos"]
 
 
 def image_qos(depth: int = 5) -> QoSProfile:
     """Sensor data: best effort, keep last ``depth``, volatile (images and camera_info)."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def reliable_image_qos(depth: int = 5) -> QoSProfile:
+    """Images for a tool that must not lose frames (``image_qos: reliable``): reliable, keep last
+    ``depth``, volatile. It matches reliable publishers only."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from glace_ros.bag_io import STORAGE_FORMATS, BagError, BagWriter, ns_to_stamp
+from glace_ros.bag_io import STORAGE_FORMATS, BagError, BagWriter, ns_to_rosbags_time
 from glace_ros.pose_messages import rotation_matrix_to_quaternion
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class SceneToBagOptions:
 
 
 def _header(types, stamp_ns: int, frame_id: str):
-    return types["std_msgs/msg/Header"](stamp=ns_to_stamp(types, stamp_ns), frame_id=frame_id)
+    return types["std_msgs/msg/Header"](stamp=ns_to_rosbags_time(types, stamp_ns), frame_id=frame_id)
 
 
 def camera_info_message(types, header, K: np.ndarray, height: int, width: int):

@@ -43,7 +43,7 @@ pip_once() {  # pip_once NAME ARGS...: install once, remembered by a stamp holdi
 pip_once torch torch==2.14.1 torchvision==0.29.1
 pip_once python-deps -r "$ROOT/requirements.txt"
 pip_once ros ros-rclpy ros-rmw-fastrtps-cpp ros-sensor-msgs ros-geometry-msgs ros-std-msgs \
-  ros-nav-msgs ros-diagnostic-msgs ros-visualization-msgs ros-builtin-interfaces
+  ros-nav-msgs ros-diagnostic-msgs ros-visualization-msgs ros-builtin-interfaces ros-std-srvs ros-lifecycle-msgs
 pip_once colcon colcon-common-extensions  # colcon build in a ROS 2 workspace (test/test_colcon.py)
 
 # 3. tf2_msgs: no wheel exists; build our interface package into the venv unless it imports.

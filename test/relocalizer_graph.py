@@ -22,9 +22,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
-from glace_ros.camera_info import stamp_to_ns
 from glace_ros.qos import image_qos, pose_qos, tf_qos, tf_static_qos
 from glace_ros.relocalizer_node import RelocalizerNode
+from glace_ros.stamps import stamp_to_ns
 
 
 def session_domain_id() -> int:
@@ -72,13 +72,14 @@ class RelocalizerGraph:
     dict), ``clouds``, ``initialposes``.
     """
 
-    def __init__(self, context: rclpy.Context, ns: str, params: dict, compressed: bool = False):
+    def __init__(self, context: rclpy.Context, ns: str, params: dict, compressed: bool = False,
+                 node_class=RelocalizerNode):
         self.ns = ns
         params = {"image_topic": f"/{ns}/camera/image_raw", "camera_info_topic": f"/{ns}/camera/camera_info",
                   **params}
         self.params = params
         overrides = [Parameter(k, value=list(v) if isinstance(v, tuple) else v) for k, v in params.items()]
-        self.node = RelocalizerNode(context=context, namespace=ns, parameter_overrides=overrides)
+        self.node = node_class(context=context, namespace=ns, parameter_overrides=overrides)
         self.tester = rclpy.create_node(f"tester_{ns}", context=context, namespace=ns)
         t = self.tester
         image_topic = self.node.image_topic
@@ -95,11 +96,14 @@ class RelocalizerGraph:
         self.diagnostics_count = 0
         self.clouds: dict[int, PointCloud2] = {}
         self.initialposes: dict[int, PoseWithCovarianceStamped] = {}
+        self.base_poses: dict[int, PoseWithCovarianceStamped] = {}
         self.published_at: dict[int, float] = {}
         node_ns = f"/{ns}/{self.node.get_name()}"
         t.create_subscription(PoseStamped, f"{node_ns}/pose", self._on_pose, pose_qos(100))
         t.create_subscription(PoseWithCovarianceStamped, f"{node_ns}/pose_with_covariance",
                               lambda m: self._store(self.poses_cov, m), pose_qos(100))
+        t.create_subscription(PoseWithCovarianceStamped, f"{node_ns}/base_pose",
+                              lambda m: self._store(self.base_poses, m), pose_qos(100))
         t.create_subscription(PointCloud2, f"{node_ns}/scene_coordinates", lambda m: self._store(self.clouds, m),
                               pose_qos(10))
         t.create_subscription(PoseWithCovarianceStamped, "/initialpose",
@@ -170,8 +174,9 @@ class RelocalizerGraph:
         """Wait until the node's subscriptions see our publishers and we see its pose publisher."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            pose_pub = self.node.pose_pub
             if (self.image_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0
-                    and self.node.pose_pub.get_subscription_count() > 0):
+                    and pose_pub is not None and pose_pub.get_subscription_count() > 0):
                 return True
             time.sleep(0.05)
         return False

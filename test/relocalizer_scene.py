@@ -121,7 +121,7 @@ def _offline_poses(scene: Path, map_path: Path, frames: list[Frame]) -> list[tup
     from glace_core.evaluation import evaluate_scene
 
     result = evaluate_scene(scene, map_path, split="test", encoder_path=ENCODER, image_resolution=RESOLUTION,
-                            device="cpu", seed=0)
+                            device="cpu")
     by_file = {r.file_name: r for r in result.frames}
     if set(by_file) != {f.file_name for f in frames}:
         raise RuntimeError(f"the evaluation saw frames {sorted(by_file)}, expected {[f.file_name for f in frames]}")

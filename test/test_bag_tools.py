@@ -1,4 +1,4 @@
-"""Bag tools: poses from bags (pose topics, TF chains), bags to training scenes, replay evaluation
+"""Bag tools: poses from pose topics, bags to training scenes, replay evaluation
 through the live relocalizer node, glace-train --bag, damaged bags, plots."""
 from __future__ import annotations
 
@@ -7,73 +7,10 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from glace_ros import scene_to_bag as s2b
-from glace_ros.bag_dataset import TfTree, read_pose_topic
 from glace_ros.bag_io import BagError, BagReader, BagWriter
-
-
-def _pose(rotvec, t):
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_rotvec(rotvec).as_matrix()
-    T[:3, 3] = t
-    return T
-
-
-def _tf(types, parent, child, stamp, T):
-    return s2b.tf_message(types, s2b._header(types, stamp, parent), child, T)
-
-
-def _write_tf_bag(path, storage="mcap"):
-    """map->odom (slow drift, 1 Hz), odom->base_link (10 Hz), base_link->camera (static)."""
-    base_cam = _pose([-np.pi / 2, 0, 0], [0.2, 0, 0.5])
-    with BagWriter(path, storage=storage) as bag:
-        types = bag.types
-        bag.write("/tf_static", _tf(types, "base_link", "camera_optical", 0, base_cam), "tf2_msgs/msg/TFMessage", 1)
-        for k in range(3):  # t = 0, 1, 2 s
-            t = k * 1_000_000_000
-            bag.write("/tf", _tf(types, "map", "odom", t, _pose([0, 0, 0.1 * k], [0.05 * k, 0, 0])),
-                      "tf2_msgs/msg/TFMessage", t + 1)
-        for k in range(21):  # 0 .. 2 s at 10 Hz
-            t = k * 100_000_000
-            bag.write("/tf", _tf(types, "odom", "base_link", t, _pose([0, 0, 0.05 * k], [0.1 * k, 0.02 * k, 0])),
-                      "tf2_msgs/msg/TFMessage", t + 2)
-            header = s2b._header(types, t, "map")
-            bag.write("/pose", types["geometry_msgs/msg/PoseStamped"](
-                header=header, pose=s2b.pose_message(types, _pose([0, 0.01 * k, 0], [k, 0, 0]))),
-                "geometry_msgs/msg/PoseStamped", t + 3)
-    return base_cam
-
-
-def _expected(t_s, base_cam):
-    a = t_s  # map->odom interpolated between samples 1 s apart: linear in t
-    map_odom = _pose([0, 0, 0.1 * a], [0.05 * a, 0, 0])
-    k = t_s * 10
-    odom_base = _pose([0, 0, 0.05 * k], [0.1 * k, 0.02 * k, 0])
-    return map_odom @ odom_base @ base_cam
-
-
-@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
-def test_tf_tree_chains_static_and_interpolated_dynamic_edges(tmp_path, storage):
-    base_cam = _write_tf_bag(tmp_path / "bag", storage)
-    with BagReader(tmp_path / "bag") as bag:
-        tree = TfTree.from_bag(bag, max_gap_s=1.5)
-    query = np.array([0, 250_000_000, 1_530_000_000, 2_000_000_000, 2_000_000_001, -1])
-    poses, ok = tree.lookup("map", "camera_optical", query)
-    assert ok.tolist() == [True, True, True, True, False, False]
-    for q, T in zip(query[:4], poses[:4]):
-        np.testing.assert_allclose(T, _expected(q * 1e-9, base_cam), atol=1e-9)
-    assert np.isnan(poses[4:]).all()
-    # the inverse direction and a chain that meets below the root
-    inv, _ = tree.lookup("camera_optical", "map", query[:2])
-    np.testing.assert_allclose(inv[1] @ poses[1], np.eye(4), atol=1e-9)
-    odom_cam, _ = tree.lookup("odom", "camera_optical", query[1:2])
-    np.testing.assert_allclose(odom_cam[0], _pose([0, 0, 0.125], [0.25, 0.05, 0]) @ base_cam, atol=1e-9)
-    with pytest.raises(LookupError, match="no TF chain.*known frames"):
-        tree.lookup("map", "nowhere", query)
-    # a gap longer than max_gap_s is not bridged (map->odom samples are 1 s apart)
-    with BagReader(tmp_path / "bag") as bag:
-        strict = TfTree.from_bag(bag, max_gap_s=0.5)
-    _, ok = strict.lookup("map", "camera_optical", np.array([1_000_000_000, 1_500_000_000]))
-    assert ok.tolist() == [True, False]
+from glace_ros.bag_to_scene import read_pose_topic
+from tf_fixtures import pose as _pose
+from tf_fixtures import write_tf_bag as _write_tf_bag
 
 
 def test_pose_topic_trajectory(tmp_path):
@@ -302,7 +239,7 @@ def test_replay_eval_agrees_with_glace_eval(scene, untrained_map, ros_domain, tm
 def test_bag_to_scene_interpolates_and_counts_skipped(tmp_path):
     """Images at 10 Hz, SLAM poses at 4 Hz covering only part of them, CameraInfo at 1 Hz."""
     from glace_core.dataset import SceneSplit
-    from glace_ros.bag_dataset import BagSource, bag_to_scene
+    from glace_ros.bag_to_scene import BagSource, bag_to_scene
 
     K = np.array([[40.0, 0, 16], [0, 40.0, 12], [0, 0, 1]])
     traj = lambda t: _pose([0, 0.2 * t, 0], [t, 0.5 * t, 0])  # noqa: E731  linear in t: lerp/slerp exact
@@ -340,12 +277,12 @@ def test_train_from_bag_localizes_the_test_bag(scene, untrained_map, ros_domain,
     better than an untrained map."""
     import json
 
-    from glace_ros import replay_eval, train_map
+    from glace_ros import replay_eval, train_from_bag
 
     train_bag = _bag(scene, tmp_path, "sqlite3", compressed=True, split="train")
     test_bag = _bag(scene, tmp_path, "mcap")
     map_path = tmp_path / "from_bag.pt"
-    assert train_map.main(["--bag", str(train_bag), "--tf-frames", "map", "camera_gt",
+    assert train_from_bag.main(["--bag", str(train_bag), "--tf-frames", "map", "camera_gt",
                            str(map_path), "--preset", "cpu", "--image_resolution", "240",
                            "--max_iterations", "1500"]) == 0  # the bag path is under test, not the preset
     medians = {}
@@ -363,7 +300,7 @@ def test_train_from_bag_localizes_the_test_bag(scene, untrained_map, ros_domain,
 def test_train_from_damaged_bag_exit_code_2(tmp_path, capsys, monkeypatch, storage):
     import tempfile
 
-    from glace_ros.bag_dataset import train_main_with_bag
+    from glace_ros.train_from_bag import train_main_with_bag
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the temporary scene goes here
 

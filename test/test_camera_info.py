@@ -8,7 +8,7 @@ from sensor_msgs.msg import CameraInfo
 
 from glace_ros.camera_info import (
     CameraInfoCache, CameraInfoError, camera_info_image_size, check_image_matches, has_distortion,
-    intrinsics_for_image, intrinsics_from_camera_info, stamp_to_ns)
+    intrinsics_for_image, intrinsics_from_camera_info)
 
 
 def _info(fx=500.0, fy=510.0, cx=319.5, cy=239.5, width=640, height=480, frame="cam", stamp_s=0.0, **kw):
@@ -117,14 +117,6 @@ def test_has_distortion():
     assert not has_distortion(msg)
     msg.d = [0.1, 0.0, 0.0, 0.0, 0.0]
     assert has_distortion(msg)
-
-
-def test_stamp_to_ns_accepts_time_int_float():
-    assert stamp_to_ns(Time(sec=3, nanosec=7)) == 3_000_000_007
-    assert stamp_to_ns(5) == 5
-    assert stamp_to_ns(1.5) == 1_500_000_000
-    with pytest.raises(TypeError):
-        stamp_to_ns("now")
 
 
 def test_cache_matches_by_stamp_and_falls_back_to_latest():

@@ -29,8 +29,8 @@ def test_eval_help_shows_defaults(capsys):
     from glace_core.cli import evaluate
 
     text = _help(evaluate, capsys)
-    for option, default in (("--hypotheses", "64"), ("--threshold", "10"), ("--inlieralpha", "100"),
-                            ("--maxpixelerror", "100"), ("--session", ""), ("--image_resolution", "None"),
+    for option, default in (("--hypotheses", "64"), ("--threshold", "10.0"), ("--inlieralpha", "100.0"),
+                            ("--maxpixelerror", "100.0"), ("--session", ""), ("--image_resolution", "None"),
                             ("--feat_name", "features.npy"), ("--seed", "0"), ("--num_threads", "0")):
         assert re.search(re.escape(option) + r" .*?\(default: " + re.escape(default) + r"\)", text), option
     for short in ("-hyps", "-t", "-ia", "-maxerrr", "-sid"):

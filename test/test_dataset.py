@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from glace_core.dataset import DatasetError, SceneSplit, write_frame
+from glace_core.dataset import DatasetError, SceneSplit, load_global_features, write_frame
 from glace_core.geometry import quaternion_to_rotation_matrix
 
 
@@ -132,7 +132,7 @@ def test_dataset_errors_name_the_file(tmp_path):
     calib.write_text("-5\n")
     _expect(root, r"frame-000000.calibration.txt: focal length must be a positive")
     calib.write_text("0 0 1\n0 100 1\n0 0 1\n")
-    _expect(root, r"frame-000000.calibration.txt: focal lengths must be positive")
+    _expect(root, r"frame-000000.calibration.txt: K must have positive focal lengths, got fx=0.0")
     calib.write_text("f\n")
     _expect(root, r"frame-000000.calibration.txt: cannot read numbers")
 
@@ -183,3 +183,51 @@ def test_write_frame_rejects_bad_input(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         write_frame(tmp_path, args["split"], args["name"], args["rgb"], args["pose"], args["K"], args["depth_m"])
     assert not (tmp_path / "train" / "rgb").exists()  # nothing written
+
+
+class _Frames:
+    """A dataset with the SceneSplit interface that is not a folder (as a bag reader hands over)."""
+
+    def __init__(self, n: int, feats, named: bool):
+        self.n, self.feats = n, feats
+        if named:
+            self.global_features = lambda feat_name: None if feat_name == "none.npy" else self.feats
+        else:
+            self.global_features = lambda: self.feats
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def test_load_global_features_of_a_scene_split(tmp_path):
+    root = _raw_scene(tmp_path / "scene", n=2)
+    split = SceneSplit(root)
+    assert load_global_features(split, "features.npy") is None
+    feats = np.random.default_rng(1).normal(size=(2, 8))  # float64 on disk: returned as float32
+    np.save(root / "train" / "features.npy", feats)
+    got = load_global_features(split, "features.npy")
+    assert got.dtype == np.float32 and got.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(got, feats.astype(np.float32))
+    np.testing.assert_array_equal(split.global_features(), got)  # one implementation behind both
+    feats[1, 3] = np.inf
+    np.save(root / "train" / "bad.npy", feats)
+    with pytest.raises(DatasetError, match=r"bad.npy: contain NaN or infinite values"):
+        load_global_features(split, "bad.npy")
+    (root / "train" / "broken.npy").write_bytes(b"not numpy")
+    with pytest.raises(DatasetError, match=r"broken.npy: cannot load"):
+        load_global_features(split, "broken.npy")
+
+
+def test_load_global_features_of_other_datasets():
+    feats = np.ones((3, 4), np.float64)
+    plain = _Frames(3, feats, named=False)
+    assert load_global_features(plain, "features.npy").dtype == np.float32
+    with pytest.raises(DatasetError, match="other.npy: this _Frames only provides features.npy"):
+        load_global_features(plain, "other.npy")
+    named = _Frames(3, feats, named=True)
+    assert load_global_features(named, "other.npy").shape == (3, 4)
+    assert load_global_features(named, "none.npy") is None
+    assert load_global_features(_Frames(3, None, named=False), "features.npy") is None
+    assert load_global_features([1, 2], "features.npy") is None  # a dataset without global features
+    with pytest.raises(DatasetError, match=r"shape \(2, 4\), expected \(3, D\)"):
+        load_global_features(_Frames(3, feats[:2], named=False), "features.npy")

@@ -193,7 +193,7 @@ def test_the_cpu_preset_map_is_an_ensemble_whose_heads_fit_their_clusters(scene,
                                    atol=2e-3)  # fp16 file
     assert ensemble.metadata["ensemble"]["frames_per_head"] == member.sum(axis=1).tolist()
     result = evaluate_scene(scene, trained_map, split="train", encoder_path=ENCODER, image_resolution=RES,
-                            device="cpu", seed=0, ensemble_candidates=1)
+                            device="cpu", ensemble_candidates=1)
     chosen = np.array([r.head for r in result.frames])
     assert set(chosen) == {0, 1}
     # with one candidate a training frame is answered by a head it trained

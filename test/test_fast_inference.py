@@ -148,42 +148,37 @@ def test_bad_inputs_raise():
         fast(torch.randn(1, 3, 32, 32), torch.randn(1, 32))
 
 
-def test_pipeline_fast_and_plain_scene_coordinates_agree():
-    from glace_ros.pipeline import RelocalizationPipeline
+def test_localizer_fast_and_plain_scene_coordinates_agree():
+    from glace_core.localizer import Localizer
 
     encoder = _tiny_encoder()
     head = _randomise(GlaceHead(64, 0, 48), 17)
-    fast = RelocalizationPipeline(encoder, head, "cpu", None)
-    plain = RelocalizationPipeline(encoder, head, "cpu", None, fast_inference=False)
+    fast = Localizer(encoder, head, "cpu", None)
+    plain = Localizer(encoder, head, "cpu", None, fast_inference=False)
     assert fast.fast_inference and not plain.fast_inference
     image = torch.randn(1, 1, 48, 56)
-    a, b = fast.predict(image, None), plain.predict(image, None)
+    (_, a), = fast.predict(image, None, 1)
+    (_, b), = plain.predict(image, None, 1)
     assert a.shape == (3, 6, 7) and np.max(np.abs(a - b)) <= RTOL * np.max(np.abs(b))
     head.set_mean([10.0, 0.0, 0.0])  # weights changed after the first frame: refresh the snapshot
     fast.refresh_fast_path()
-    assert np.allclose(fast.predict(image, None), plain.predict(image, None), rtol=0, atol=RTOL * 20)
+    assert np.allclose(fast.predict(image, None, 1)[0][1], plain.predict(image, None, 1)[0][1], rtol=0,
+                       atol=RTOL * 20)
 
 
 @pytest.mark.slow
-def test_same_poses_on_the_tiny_scene(tmp_path_factory):
-    """The node's tiny synthetic scene: plain and fast pipelines give the same poses for the same seed,
-    and ``localize_async`` gives exactly ``localize``'s results."""
-    import sys
-    from pathlib import Path
+def test_same_poses_on_the_tiny_scene(tiny_scene):
+    """The node's tiny synthetic scene: plain and fast localizers give the same poses for the same seed."""
+    from relocalizer_scene import pose_error
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from relocalizer_scene import build_tiny_scene, pose_error
+    from glace_core.localizer import Localizer, LocalizerOptions, RansacOptions
 
-    from glace_ros.pipeline import RansacOptions, RelocalizationPipeline
-
-    scene = build_tiny_scene(tmp_path_factory.mktemp("fast_tiny"))
-    fast = RelocalizationPipeline.load(scene.map_path, scene.encoder, "cpu")
-    plain = RelocalizationPipeline.load(scene.map_path, scene.encoder, "cpu", fast_inference=False)
-    opts = RansacOptions(seed=3)
-    kw = dict(image_resolution=scene.resolution, ransac=opts)
+    opts = LocalizerOptions(image_resolution=tiny_scene.resolution, ransac=RansacOptions(seed=3))
+    fast = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu", options=opts)
+    plain = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu", fast_inference=False, options=opts)
     results = []
-    for f in scene.frames:
-        rf, rp = fast.localize(f.rgb, f.K, **kw), plain.localize(f.rgb, f.K, **kw)
+    for f in tiny_scene.frames:
+        rf, rp = fast.localize(f.rgb, f.K), plain.localize(f.rgb, f.K)
         assert np.max(np.abs(rf.scene_coordinates - rp.scene_coordinates)) <= RTOL * np.max(np.abs(rp.scene_coordinates))
         assert rf.success == rp.success
         if rf.success:
@@ -191,13 +186,3 @@ def test_same_poses_on_the_tiny_scene(tmp_path_factory):
             assert dt < 1e-3 and dr < 1e-2 and abs(rf.inlier_count - rp.inlier_count) <= 1
         results.append(rf)
     assert sum(r.success for r in results) >= 1
-    futures = [fast.localize_async(f.rgb, f.K, **kw) for f in scene.frames]
-    try:
-        for fut, ref in zip(futures, results):
-            got = fut.result(timeout=120)
-            assert got.success == ref.success and got.inlier_count == ref.inlier_count
-            assert np.array_equal(got.scene_coordinates, ref.scene_coordinates)
-            if ref.success:
-                assert np.array_equal(got.camera_to_world, ref.camera_to_world)
-    finally:
-        fast.close()

@@ -168,3 +168,74 @@ def test_accuracy_table_thresholds_are_strict_and_median_is_n_over_2():
         g.accuracy_table([0.1], [1, 2])
     with pytest.raises(ValueError, match="at least one"):
         g.accuracy_table([], [])
+
+
+@pytest.mark.parametrize("K, match", [
+    (np.eye(4), r"cam0 must be a \(3, 3\) intrinsics matrix, got shape \(4, 4\)"),
+    (np.array([[100.0, 0, 32], [0, np.nan, 24], [0, 0, 1]]), "cam0 contains NaN or infinite values"),
+    (np.array([[100.0, 0, 32], [0, -100.0, 24], [0, 0, 1]]),
+     r"cam0 must have positive focal lengths, got fx=100.0, fy=-100.0"),
+    (np.array([[100.0, 0, 32], [0, 100.0, 24], [0, 0, 2]]), r"cam0: last row must be \[0 0 1\]"),
+])
+def test_check_K_names_the_matrix_and_the_problem(K, match):
+    with pytest.raises(ValueError, match=match):
+        g.check_K(K, "cam0")
+
+
+def test_check_K_returns_float64_and_guards_projection():
+    K = g.check_K([[100, 0, 32], [0, 90, 24], [0, 0, 1]])
+    assert K.dtype == np.float64 and K[1, 1] == 90.0
+    with pytest.raises(ValueError, match=r"^K must have positive focal lengths"):
+        g.project(np.zeros((1, 3)), np.eye(4), np.diag([0.0, 1.0, 1.0]))
+
+
+def test_cell_centres_follow_the_stride_convention():
+    c = g.cell_centres(3, 4)
+    assert c.shape == (3, 4, 2) and c.dtype == np.float64
+    np.testing.assert_array_equal(c[0, :, 0], [4, 12, 20, 28])  # u along x
+    np.testing.assert_array_equal(c[:, 0, 1], [4, 12, 20])  # v along y
+    np.testing.assert_array_equal(c[2, 1], [12, 20])  # out[y, x] = (8x + 4, 8y + 4)
+    np.testing.assert_array_equal(g.cell_centres(1, 2, stride=5), [[[2.5, 2.5], [7.5, 2.5]]])
+    assert g.cell_centres(0, 5).shape == (0, 5, 2)
+    with pytest.raises(ValueError, match="stride must be a positive"):
+        g.cell_centres(2, 2, stride=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        g.cell_centres(-1, 2)
+
+
+def test_cell_centres_project_back_onto_their_own_rays():
+    # a fronto-parallel plane at z = 2 seen by K: back-projected cell centres re-project to themselves
+    K = g.focal_K(50.0, 24, 40)
+    np.testing.assert_array_equal(K, [[50, 0, 20], [0, 50, 12], [0, 0, 1]])
+    uv = g.cell_centres(3, 5).reshape(-1, 2)
+    rays = np.c_[uv, np.ones(len(uv))] @ np.linalg.inv(K).T
+    px, z = g.project(2.0 * rays, np.eye(4), K)
+    np.testing.assert_allclose(px, uv, atol=1e-12)
+    with pytest.raises(ValueError, match="focal length must be a positive"):
+        g.focal_K(0.0, 24, 40)
+
+
+def test_torch_reprojection_matches_the_numpy_projection():
+    import torch
+
+    from glace_core.geometry_torch import pixel_rays, reproject
+
+    rng = np.random.default_rng(5)
+    c2w = _random_pose(rng)
+    w2c = g.invert_pose(c2w)
+    K = np.array([[120.0, 0, 40], [0, 110.0, 30], [0, 0, 1]])
+    cam = np.c_[rng.uniform(-1, 1, (20, 2)), rng.uniform(1, 5, 20)]
+    world = cam @ c2w[:3, :3].T + c2w[:3, 3]
+    px_np, z_np = g.project(world, w2c, K)
+    p_world = torch.tensor(world.T[None], dtype=torch.float64, requires_grad=True)
+    p_cam, px = reproject(p_world, torch.tensor(w2c[None, :3]), torch.tensor(K[None]), 0.1)
+    np.testing.assert_allclose(px[0].detach().numpy().T, px_np, rtol=1e-5)
+    np.testing.assert_allclose(p_cam[0, 2].detach().numpy(), z_np, rtol=1e-5)
+    px.sum().backward()  # differentiable
+    assert p_world.grad is not None and torch.isfinite(p_world.grad).all()
+    rays = pixel_rays(px.detach(), torch.tensor(np.linalg.inv(K)[None]))
+    np.testing.assert_allclose((rays * p_cam[:, 2:].detach())[0].numpy().T, cam, rtol=1e-4, atol=1e-5)
+    _, behind = reproject(torch.tensor([[[0.0], [0.0], [-1.0]]]), torch.eye(4)[None, :3], torch.tensor(K[None]), 0.1)
+    assert torch.isfinite(behind).all()  # z clamped: finite pixels behind the camera
+    with pytest.raises(ValueError, match=r"world_to_cam must be \(1, 3, 4\)"):
+        reproject(torch.zeros(1, 3, 2), torch.eye(4)[None], torch.tensor(K[None]), 0.1)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from glace_core.head import GlaceHead
-from glace_core.head_ensemble import (HeadEnsemble, cluster_membership, ensemble_state_dict, is_ensemble_state_dict,
-                                      routing_descriptor, split_ensemble_state_dict)
-from glace_core.map_files import MapFileError, save_head, sidecar_path
+from glace_core.head_ensemble import HeadEnsemble, cluster_membership, routing_descriptor
+from glace_core.map_files import (MapFileError, ensemble_state_dict, is_ensemble_state_dict, save_head, sidecar_path,
+                                  split_ensemble_state_dict)
 from glace_core.map_predictor import MapPredictor
 from glace_core.network import load_head, load_map
 from glace_core.training.ensemble import MIN_FRAMES_PER_CLUSTER, plan_clusters

@@ -69,7 +69,7 @@ class LaunchModule:
     def executables(self) -> list[tuple[str, str]]:
         """(package, executable) of every Node(...) and ExecutableInPackage(...)."""
         found = []
-        for call in self.calls("Node") + self.calls("ExecutableInPackage"):
+        for call in self.calls("Node") + self.calls("LifecycleNode") + self.calls("ExecutableInPackage"):
             kw = self.kwargs(call)
             assert isinstance(kw.get("package"), str) and isinstance(kw.get("executable"), str), \
                 f"{self.path.name}: package/executable of {ast.unparse(call)} are not literals"
@@ -114,15 +114,11 @@ def launch_module(request) -> LaunchModule:
     return LaunchModule(request.param)
 
 
-def test_both_launch_files_exist():
-    assert {p.name for p in LAUNCH_FILES} >= {"relocalizer.launch.py", "replay_eval.launch.py"}
-
-
 def test_launch_file_structure(launch_module):
     names = [n.name for n in launch_module.tree.body if isinstance(n, ast.FunctionDef)]
     assert "generate_launch_description" in names
     imported = {n.module for n in ast.walk(launch_module.tree) if isinstance(n, ast.ImportFrom)}
-    assert imported <= {"launch", "launch.actions", "launch.substitutions", "launch_ros.actions",
+    assert imported <= {"launch", "launch.actions", "launch.conditions", "launch.substitutions", "launch_ros.actions",
                         "launch_ros.parameter_descriptions", "launch_ros.substitutions"}, imported
 
 
@@ -154,9 +150,10 @@ def test_every_configuration_is_declared(launch_module):
 
 def test_relocalizer_launch_parameters_match_the_node():
     module = LaunchModule(ROOT / "launch" / "relocalizer.launch.py")
-    assert module.executables() == [(_package_name(), "relocalizer")]
+    assert module.executables() == [(_package_name(), "relocalizer"), (_package_name(), "relocalizer_lifecycle")]
     (node,) = module.calls("Node")
-    assert module.kwargs(node)["name"] == NODE_NAME
+    assert module.kwargs(node)["executable"] == "relocalizer"
+    assert module.constants.get("NODE_NAME") == NODE_NAME
     assert "config/relocalizer.yaml" in module.share_files()
     types = {"string": "str", "bool": "bool"}
     rows = module.constants["PARAMETER_ARGUMENTS"]
@@ -195,11 +192,16 @@ def test_yaml_lists_exactly_the_parameters_with_their_defaults():
     RelocalizerParams.from_mapping(values)
 
 
-def test_replay_eval_sets_only_node_parameters():
-    from glace_ros.replay_eval import NODE_PARAM_NAMES
+@pytest.mark.parametrize("mode", [{}, {"lockstep": True}, {"as_fast_as_possible": True}, {"flood": True}])
+def test_replay_eval_sets_only_valid_node_parameters(tmp_path, mode):
+    from glace_ros.replay_eval import ReplayOptions, node_parameters
 
-    unknown = set(NODE_PARAM_NAMES.values()) - set(PARAMETERS_BY_NAME)
-    assert not unknown, f"replay_eval sets parameters the node does not declare: {unknown}"
+    opt = ReplayOptions(map_path=str(tmp_path / "m.pt"), hypotheses=32, threshold=5.0, inlier_alpha=50.0,
+                        max_reprojection_error=80.0, seed=3, min_inlier_count=0, ensemble_candidates=1, **mode)
+    params = node_parameters(opt, "/cam/image", "/cam/info", False)
+    RelocalizerParams.from_mapping(params)  # raises naming any unknown or invalid one
+    assert (params["hypotheses"], params["inlier_alpha"], params["max_reprojection_error"]) == (32, 50.0, 80.0)
+    assert params.get("image_qos", "sensor_data") == ("sensor_data" if mode.get("flood") else "reliable")
 
 
 def test_readme_table_matches_when_present():
@@ -218,7 +220,7 @@ def test_validation_rejects_bad_values_and_names_them():
     assert "global_mode" in validate_parameter("global_mode", "sometimes")
     assert "global_resolution" in validate_parameter("global_resolution", [480, 641])
     assert validate_parameter("global_resolution", [240, 320]) is None
-    assert "publish_tf" in validate_parameter("publish_tf", 1)
+    assert "publish_point_cloud" in validate_parameter("publish_point_cloud", 1)
     assert "seed" in validate_parameter("seed", 1.5)
     assert "image_topic" in validate_parameter("image_topic", "two words")
     assert "unknown" in validate_parameter("no_such_parameter", 1)
@@ -231,12 +233,13 @@ def test_table_covers_the_issue_parameters():
     required = {"map_path", "encoder_path", "device", "image_topic", "camera_info_topic", "use_compressed",
                 "image_resolution", "global_checkpoint", "global_mode", "global_resolution", "hypotheses",
                 "threshold", "inlier_alpha", "max_reprojection_error", "seed", "min_inlier_count", "map_frame",
-                "publish_tf", "tf_mode", "odom_frame", "transform_tolerance", "publish_initialpose",
-                "publish_point_cloud", "camera_frame", "camera_info_tolerance", "global_every_n"}
+                "tf_mode", "odom_frame", "transform_tolerance", "initialpose_mode", "base_frame",
+                "tf_child_frame", "transform_publish_rate", "odom_tolerance", "on_demand", "max_input_pixels",
+                "image_qos", "publish_point_cloud", "camera_frame", "camera_info_tolerance", "global_every_n"}
     assert required <= set(PARAMETERS_BY_NAME)
     d = RelocalizerParams()
     assert (d.hypotheses, d.threshold, d.inlier_alpha, d.max_reprojection_error) == (64, 10.0, 100.0, 100.0)
-    assert (d.map_frame, d.tf_mode, d.image_resolution) == ("map", "camera", 0)
+    assert (d.map_frame, d.tf_mode, d.image_resolution, d.initialpose_mode) == ("map", "odom", 0, "off")
 
 
 def test_compressed_topic():

@@ -1,4 +1,4 @@
-"""glace_ros.pose_messages: quaternions, pose/TF messages, RANSAC covariance, odom mode, TfBuffer, clouds."""
+"""glace_ros.pose_messages: quaternions, pose/TF messages, RANSAC covariance, odom mode, clouds."""
 from __future__ import annotations
 
 import math
@@ -13,8 +13,9 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
+from glace_core.geometry import invert_pose
 from glace_ros.pose_messages import (
-    TfBuffer, covariance_from_ransac, invert_rigid, map_to_odom, matrix_to_pose, matrix_to_transform,
+    map_to_odom, matrix_to_pose, matrix_to_transform,
     point_cloud2_from_scene_coordinates, point_cloud2_to_xyz, pose_stamped_from_matrix, pose_to_matrix,
     pose_with_covariance_from_matrix, quaternion_to_rotation_matrix, rotation_matrix_to_quaternion,
     transform_stamped_from_matrix, transform_to_matrix)
@@ -69,7 +70,7 @@ def test_pose_messages_carry_the_pose_and_header():
     assert isinstance(ps, PoseStamped) and ps.header.frame_id == "map" and ps.header.stamp.nanosec == 500
     np.testing.assert_allclose(pose_to_matrix(ps.pose), T, atol=1e-12)
     assert ps.pose.position.x == T[0, 3]
-    cov = covariance_from_ransac(500, 1200, 1.5, 500.0, 3.0)
+    cov = np.diag([0.04, 0.05, 0.06, 0.001, 0.002, 0.003]).reshape(36)
     pwc = pose_with_covariance_from_matrix(T, 2.25, cov, "world")
     assert isinstance(pwc, PoseWithCovarianceStamped) and pwc.header.frame_id == "world"
     assert (pwc.header.stamp.sec, pwc.header.stamp.nanosec) == (2, 250_000_000)
@@ -99,7 +100,7 @@ def test_bad_pose_matrices_are_rejected():
 def test_serialization_round_trip_of_pose_messages():
     rng = np.random.default_rng(2)
     T = _pose(rng)
-    cov = covariance_from_ransac(300, 1000, 2.0, 480.0, 4.0, rotation_cam_to_world=T[:3, :3])
+    cov = np.diag([0.01, 0.02, 0.03, 0.001, 0.002, 0.003]).reshape(36)
     for msg in (pose_stamped_from_matrix(T, Time(sec=1), "map"),
                 pose_with_covariance_from_matrix(T, Time(sec=1), cov, "map"),
                 transform_stamped_from_matrix(T, Time(sec=1), "map", "cam")):
@@ -109,64 +110,6 @@ def test_serialization_round_trip_of_pose_messages():
     assert deserialize_message(serialize_message(tf), TFMessage) == tf
 
 
-def _variances(cov):
-    return np.diag(np.asarray(cov).reshape(6, 6))
-
-
-def test_covariance_is_finite_symmetric_positive_definite():
-    rng = np.random.default_rng(4)
-    for _ in range(20):
-        n_cells = int(rng.integers(10, 5000))
-        cov = covariance_from_ransac(int(rng.integers(1, n_cells + 1)), n_cells, float(rng.uniform(0, 20)),
-                                     float(rng.uniform(100, 2000)), float(rng.uniform(0.1, 50)),
-                                     rotation_cam_to_world=Rotation.random(random_state=rng).as_matrix())
-        C = cov.reshape(6, 6)
-        assert cov.shape == (36,) and np.all(np.isfinite(cov))
-        np.testing.assert_allclose(C, C.T, atol=1e-18)
-        assert np.linalg.eigvalsh(C).min() > 0
-    zero_error = covariance_from_ransac(1000, 1000, 0.0, 500.0, 2.0).reshape(6, 6)
-    assert np.linalg.eigvalsh(zero_error).min() > 0  # min_error_px keeps it positive definite
-
-
-def test_covariance_is_monotone():
-    base = dict(inlier_count=400, num_cells=1200, mean_inlier_error_px=2.0, focal_px=500.0, median_depth_m=3.0)
-    ref = _variances(covariance_from_ransac(**base))
-    worse = [dict(base, inlier_count=200), dict(base, inlier_count=20), dict(base, mean_inlier_error_px=4.0),
-             dict(base, focal_px=250.0)]
-    for changed in worse:
-        assert np.all(_variances(covariance_from_ransac(**changed)) > ref), changed
-    deeper = _variances(covariance_from_ransac(**dict(base, median_depth_m=6.0)))
-    assert np.all(deeper[:3] > ref[:3]) and np.allclose(deeper[3:], ref[3:])  # depth: position only
-    # the same inlier count out of more cells (lower inlier ratio) is less certain
-    assert np.all(_variances(covariance_from_ransac(**dict(base, num_cells=4000))) > ref)
-    counts = [5, 10, 50, 100, 500, 1200]
-    traces = [covariance_from_ransac(**dict(base, inlier_count=n)).reshape(6, 6).trace() for n in counts]
-    assert all(a > b for a, b in zip(traces, traces[1:]))
-
-
-def test_covariance_formula_and_axial_direction():
-    cov = covariance_from_ransac(100, 200, 2.0, 400.0, 5.0).reshape(6, 6)
-    s = 2.0 / 400.0 / 10.0 / 0.5
-    np.testing.assert_allclose(np.diag(cov)[3:], s ** 2)
-    np.testing.assert_allclose(np.diag(cov)[:3], (2.0 * s * 5.0) ** 2)  # isotropic with the axial std
-    R = _rot([1, 0, 0], math.pi / 2)  # camera z points along world -y
-    cov = covariance_from_ransac(100, 200, 2.0, 400.0, 5.0, rotation_cam_to_world=R).reshape(6, 6)
-    w, v = np.linalg.eigh(cov[:3, :3])
-    np.testing.assert_allclose(np.abs(v[:, -1]), np.abs(R[:, 2]), atol=1e-12)  # largest along the optical axis
-    assert w[-1] == pytest.approx(4 * w[0])
-
-
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(inlier_count=0), "inlier_count"), (dict(inlier_count=50, num_cells=10), "num_cells"),
-    (dict(focal_px=0.0), "focal_px"), (dict(median_depth_m=float("nan")), "median_depth_m"),
-    (dict(mean_inlier_error_px=-1.0), "mean_inlier_error_px"),
-])
-def test_covariance_rejects_bad_inputs(kwargs, match):
-    args = dict(inlier_count=10, num_cells=100, mean_inlier_error_px=1.0, focal_px=500.0, median_depth_m=2.0)
-    with pytest.raises(ValueError, match=match):
-        covariance_from_ransac(**dict(args, **kwargs))
-
-
 def test_map_to_odom_composes_back_to_map_to_camera():
     rng = np.random.default_rng(5)
     for _ in range(10):
@@ -174,68 +117,7 @@ def test_map_to_odom_composes_back_to_map_to_camera():
         map_T_odom = map_to_odom(map_T_cam, odom_T_cam)
         np.testing.assert_allclose(map_T_odom @ odom_T_cam, map_T_cam, atol=1e-12)
         np.testing.assert_allclose(map_T_odom[:3, :3].T @ map_T_odom[:3, :3], np.eye(3), atol=1e-12)
-    np.testing.assert_allclose(invert_rigid(map_T_cam) @ map_T_cam, np.eye(4), atol=1e-12)
-
-
-def _ts(parent, child, T, t_s=0.0):
-    return transform_stamped_from_matrix(T, t_s, parent, child)
-
-
-def test_tf_buffer_chains_static_and_dynamic_edges_for_odom_mode():
-    rng = np.random.default_rng(6)
-    odom_T_base, base_T_cam, map_T_cam = _pose(rng), _pose(rng), _pose(rng)
-    buf = TfBuffer()
-    buf.add_message(TFMessage(transforms=[_ts("base_link", "camera_optical", base_T_cam)]), static=True)
-    buf.add_message(TFMessage(transforms=[_ts("odom", "base_link", odom_T_base, 100.0)]))
-    odom_T_cam = buf.lookup("odom", "camera_optical", 100.0)
-    np.testing.assert_allclose(odom_T_cam, odom_T_base @ base_T_cam, atol=1e-12)
-    np.testing.assert_allclose(buf.lookup("camera_optical", "odom"), invert_rigid(odom_T_cam), atol=1e-12)
-    # odom mode: publish map->odom; the whole chain then reproduces map->camera
-    buf.set_transform(_ts("map", "odom", map_to_odom(map_T_cam, odom_T_cam), 100.0))
-    np.testing.assert_allclose(buf.lookup("map", "camera_optical", 100.0), map_T_cam, atol=1e-12)
-    np.testing.assert_array_equal(buf.lookup("odom", "odom"), np.eye(4))
-
-
-def test_tf_buffer_siblings_through_common_ancestor_and_slashes():
-    rng = np.random.default_rng(7)
-    base_T_a, base_T_b = _pose(rng), _pose(rng)
-    buf = TfBuffer()
-    buf.set_transform(_ts("/base_link", "cam_a", base_T_a), static=True)
-    buf.set_transform(_ts("base_link", "/cam_b", base_T_b), static=True)
-    np.testing.assert_allclose(buf.lookup("cam_a", "cam_b"), invert_rigid(base_T_a) @ base_T_b, atol=1e-12)
-
-
-def test_tf_buffer_picks_nearest_sample_and_static_never_expires():
-    buf = TfBuffer(cache_time_s=10.0, max_time_gap_s=0.5)
-    buf.set_transform(_ts("base", "cam", np.eye(4)), static=True)  # stamp 0, queried much later
-    for t in (3.0, 1.0, 2.0):  # out of order
-        T = np.eye(4)
-        T[0, 3] = t
-        buf.set_transform(_ts("odom", "base", T, t))
-    assert buf.lookup("odom", "cam", 1.9)[0, 3] == 2.0
-    assert buf.lookup("odom", "cam", 1.2)[0, 3] == 1.0
-    assert buf.lookup("odom", "cam")[0, 3] == 3.0  # no stamp: latest
-    assert buf.lookup("odom", "cam", Time(sec=3, nanosec=400_000_000))[0, 3] == 3.0
-    with pytest.raises(LookupError, match="within 0.500 s"):
-        buf.lookup("odom", "cam", 5.0)
-    later = np.eye(4)
-    later[0, 3] = 20.0
-    buf.set_transform(_ts("odom", "base", later, 20.0))  # samples older than 10 s are dropped
-    with pytest.raises(LookupError, match="have 20.000 .. 20.000"):
-        buf.lookup("odom", "base", 3.0)
-    assert buf.lookup("base", "cam", 1000.0) is not None
-
-
-def test_tf_buffer_raises_when_no_chain():
-    buf = TfBuffer()
-    buf.set_transform(_ts("odom", "base", np.eye(4)))
-    buf.set_transform(_ts("map", "other", np.eye(4)), static=True)
-    with pytest.raises(LookupError, match="no TF chain between 'odom' and 'camera'"):
-        buf.lookup("odom", "camera")
-    with pytest.raises(LookupError, match="no TF chain"):
-        buf.lookup("base", "other")
-    with pytest.raises(ValueError, match="distinct"):
-        buf.set_transform(_ts("a", "a", np.eye(4)))
+    np.testing.assert_allclose(invert_pose(map_T_cam) @ map_T_cam, np.eye(4), atol=1e-12)
 
 
 def test_point_cloud_round_trip_with_colours():

@@ -19,7 +19,7 @@ from glace_core.encoder import ACE_ENCODER_LAYOUT, ACEEncoder  # noqa: E402
 from glace_core.network import load_encoder  # noqa: E402
 from glace_core.pretraining import PretrainConfig, ace_encoder_state_dict, pretrain_encoder  # noqa: E402
 from glace_core.pretraining import trainer as trainer_module  # noqa: E402
-from glace_core.pretraining.data import cell_centres, load_scene, sample_batch  # noqa: E402
+from glace_core.pretraining.data import load_scene, sample_batch  # noqa: E402
 from glace_core.pretraining.loss import dyntanh_clamp, pretrain_loss  # noqa: E402
 
 TINY = dict(iterations=4, batch_images=2, image_height=32, head_channels=32, checkpoint_every=2, log_every=1,
@@ -55,10 +55,12 @@ def test_load_scene_rejects_mismatched_files(scenes, tmp_path):
         load_scene(tmp_path, 24)
 
 
-def test_cell_centres_follow_the_stride8_convention():
-    c = cell_centres(20, 17)
-    assert c.shape == (2, 3, 3)
-    assert c[0, 0].tolist() == [4, 12, 20] and c[1, :, 0].tolist() == [4, 12, 20]
+def test_batch_pixels_are_the_stride8_cell_centres(scenes):
+    scene = load_scene(scenes[0], image_height=20)  # 20 x 27 px: a 3 x 4 cell grid
+    batch = sample_batch(scene, 2, torch.Generator().manual_seed(0))
+    px = batch["pixels"]
+    assert px.shape == (2, 2, 3, 4) and px.dtype == torch.float32
+    assert px[0, 0, 0].tolist() == [4, 12, 20, 28] and px[1, 1, :, 0].tolist() == [4, 12, 20]
 
 
 def test_ground_truth_points_give_zero_loss_and_wrong_points_do_not(scenes):

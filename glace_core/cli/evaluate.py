@@ -13,6 +13,39 @@ import logging
 import sys
 from pathlib import Path
 
+from glace_core.localizer import RansacOptions
+from glace_core.map_predictor import DEFAULT_CANDIDATES
+
+#: the reference's RANSAC flags (test_ace.py) -> RansacOptions fields, plus --seed and --num_threads
+RANSAC_FLAGS = (("--hypotheses", "-hyps", "hypotheses", "RANSAC hypotheses per frame"),
+                ("--threshold", "-t", "threshold", "inlier threshold (px)"),
+                ("--inlieralpha", "-ia", "inlier_alpha", "alpha of the soft inlier count"),
+                ("--maxpixelerror", "-maxerrr", "max_reprojection_error",
+                 "reprojection errors are clamped at this value (px) when scoring"),
+                ("--seed", None, "seed", "RANSAC seed (the same for every frame)"),
+                ("--num_threads", None, "num_threads", "RANSAC threads; 0: all cores"))
+
+
+def add_ransac_arguments(parser: argparse.ArgumentParser, defaults: bool = True,
+                         only: tuple[str, ...] | None = None) -> None:
+    """The reference's RANSAC flags (``only``: these fields); their defaults are RansacOptions' (the
+    native solver's). ``defaults`` False: every flag defaults to None (a caller that forwards only
+    the flags given)."""
+    d = RansacOptions()
+    for flag, short, name, text in RANSAC_FLAGS:
+        if only is not None and name not in only:
+            continue
+        value = getattr(d, name)
+        names = [flag] + ([short] if short else [])
+        parser.add_argument(*names, dest=name, type=type(value), default=value if defaults else None,
+                            help=text if defaults else f"{text} (default: the node's, {value})")
+
+
+def ransac_options(args: argparse.Namespace) -> RansacOptions:
+    """RansacOptions from the flags of ``add_ransac_arguments`` (None keeps the default)."""
+    given = {name: getattr(args, name) for _, _, name, _ in RANSAC_FLAGS if getattr(args, name, None) is not None}
+    return RansacOptions(**given)
+
 
 def _strtobool(text: str) -> bool:
     from glace_core.cli.train import _strtobool as strtobool
@@ -35,11 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image_resolution", type=int, default=None,
                         help="shorter side of the network input (px); default: the resolution the map was trained "
                              "at (from its sidecar), else 480 as the reference")
-    parser.add_argument("--hypotheses", "-hyps", type=int, default=64, help="RANSAC hypotheses per frame")
-    parser.add_argument("--threshold", "-t", type=float, default=10, help="inlier threshold (px)")
-    parser.add_argument("--inlieralpha", "-ia", type=float, default=100, help="alpha of the soft inlier count")
-    parser.add_argument("--maxpixelerror", "-maxerrr", type=float, default=100,
-                        help="reprojection errors are clamped at this value (px) when scoring")
+    add_ransac_arguments(parser)
     for name, default in (("render_visualization", False), ("render_target_path", "renderings"),
                           ("render_flipped_portrait", False), ("render_sparse_queries", False),
                           ("render_pose_error_threshold", 20), ("render_map_depth_filter", 10),
@@ -50,14 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
                             if name == "render_visualization" else "accepted for compatibility")
     parser.add_argument("--split", default="test", help="split folder of the scene to evaluate")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="RANSAC seed (the same for every frame)")
-    parser.add_argument("--num_threads", type=int, default=0, help="RANSAC threads; 0: all cores")
     parser.add_argument("--global-features-checkpoint", dest="global_features_checkpoint", default=None,
                         help="R2Former checkpoint to compute global features when the split has no --feat_name")
     parser.add_argument("--plain_inference", action="store_true",
                         help="on CPU, run the plain PyTorch encoder and head instead of the fast path "
                              "(glace_core.fast_inference; same scene coordinates within 1e-4)")
-    parser.add_argument("--ensemble_candidates", type=int, default=2,
+    parser.add_argument("--ensemble_candidates", type=int, default=DEFAULT_CANDIDATES,
                         help="for an ensemble map (glace-train --num_clusters): heads tried per frame, the best-routed "
                              "first; the pose with the most RANSAC inliers is kept (0: every head)")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
@@ -98,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"scene folder not found: {args.scene}")
         result = evaluate_scene(
             args.scene, args.network, split=args.split, encoder_path=args.encoder_path,
-            image_resolution=args.image_resolution, hypotheses=args.hypotheses, threshold=args.threshold,
-            inlier_alpha=args.inlieralpha, max_pixel_error=args.maxpixelerror, feat_name=args.feat_name,
-            device=args.device, seed=args.seed, num_threads=args.num_threads,
+            image_resolution=args.image_resolution, ransac=ransac_options(args), feat_name=args.feat_name,
+            device=args.device,
             global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress,
             fast_inference=not args.plain_inference, ensemble_candidates=args.ensemble_candidates)
         poses_path, test_path = write_eval_outputs(result, args.network, args.session)

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="R2Former input size (multiples of 16); GLACE uses 480 640")
     parser.add_argument("--feat_name", default="features.npy", help="file name written into each split folder")
     parser.add_argument("--splits", nargs="+", default=list(SPLITS), help="split folders to process (missing ones are skipped)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     return parser
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                      "explicitly (zero features: the head learns no global conditioning)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from glace_core.dataset import DatasetError, SceneSplit
-    from glace_core.training.trainer import resolve_device
+    from glace_core.devices import resolve_device
 
     try:
         if not args.scene.is_dir():

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", type=Path, required=True, help="encoder file to write (ACE layout)")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
     parser.add_argument("--checkpoint", type=Path, default=None, help="checkpoint path (default: OUTPUT.ckpt)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto (CUDA if available)")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     helps = {"iterations": "optimiser steps", "batch_images": "images per step (one scene per step)",
              "image_height": "network input height (shorter side) in px",

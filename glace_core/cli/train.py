@@ -19,7 +19,7 @@ import sys
 import typing
 from pathlib import Path
 
-from glace_core.training.config import DEVICES, LOSS_SCHEDULES, LOSS_TYPES, PRESETS, TrainConfig
+from glace_core.training.config import LOSS_SCHEDULES, LOSS_TYPES, PRESETS, TrainConfig
 
 HELP = {
     "global_feat": "condition the head on the global features of each image (features.npy of the split)",
@@ -62,7 +62,7 @@ HELP = {
     "render_map_error_threshold": "accepted for compatibility (rendering is not supported)",
     "render_map_depth_filter": "accepted for compatibility (rendering is not supported)",
     "render_camera_z_offset": "accepted for compatibility (rendering is not supported)",
-    "device": "auto (CUDA if available), cpu, cuda or cuda:N",
+    "device": "auto (CUDA if available), cpu, cuda, cuda:N or mps",
     "seed": "random seed (each distributed rank uses seed + rank)",
     "preset": "option set layered over the paper defaults: "
               + "; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items()) or 'the reference defaults'}"
@@ -100,8 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs = {"type": _field_type(field), "default": field.default, "help": HELP[field.name]}
         if field.name in CHOICES:
             kwargs["choices"] = CHOICES[field.name]
-        if field.name == "device":
-            kwargs["help"] += f" (one of {', '.join(DEVICES)})"
         parser.add_argument(f"--{field.name}", **kwargs)
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bars")
     return parser

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from glace_core.converters.common import (ConversionError, SplitWriter, checked_pose, download, extract_zip, focal_K,
+from glace_core.converters.common import (ConversionError, SplitWriter, checked_pose, download, extract_zip,
                                           pose_from_centre, read_nvm_cameras, require_file, resize_image,
                                           select_scenes)
+from glace_core.geometry import focal_K
 
 _logger = logging.getLogger(__name__)
 

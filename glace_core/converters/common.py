@@ -166,11 +166,6 @@ def read_nvm_cameras(path: Path) -> dict[str, NvmCamera]:
 
 # --------------------------------------------------------------------------- writing
 
-def focal_K(focal: float, height: int, width: int) -> np.ndarray:
-    """K (3, 3) of a single focal length with the principal point at the image centre (W/2, H/2)."""
-    return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
-
-
 class SplitWriter:
     """Writes the frames of one output split; each file atomically."""
 

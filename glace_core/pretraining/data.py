@@ -8,7 +8,8 @@ the PIL 'L' weights and stored as uint8; depth is resized with nearest neighbour
 
 ``sample_batch`` draws images of one scene, applies the augmentation (rescale, brightness and
 contrast jitter) and returns the network input together with, for every cell (x, y) of the stride-8
-feature grid, its pixel centre (8x + 4, 8y + 4) and the z-depth there (0 = unknown).
+feature grid, its pixel centre (``glace_core.geometry.cell_centres``: (8x + 4, 8y + 4)) and the
+z-depth there (0 = unknown). Calibration and pose files are read by ``glace_core.dataset``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glace_core.dataset import read_calibration_file, read_pose_file
 from glace_core.encoder import ACE_IMAGE_MEAN, ACE_IMAGE_STD
+from glace_core.geometry import cell_centres, focal_K
 
 _logger = logging.getLogger(__name__)
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
@@ -56,20 +59,10 @@ def _sorted_files(folder: Path, exts: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file())
 
 
-def _read_calibration(path: Path, orig_w: int, orig_h: int) -> np.ndarray:
-    values = np.loadtxt(path, dtype=np.float64).reshape(-1)
-    if values.size == 1:
-        return np.array([[values[0], 0, orig_w / 2], [0, values[0], orig_h / 2], [0, 0, 1]])
-    if values.size == 9:
-        return values.reshape(3, 3)
-    raise ValueError(f"calibration file {path} holds {values.size} numbers, expected 1 (focal) or 9 (3x3 K)")
-
-
-def _read_pose(path: Path) -> np.ndarray:
-    pose = np.loadtxt(path, dtype=np.float64)
-    if pose.shape != (4, 4) or not np.isfinite(pose).all():
-        raise ValueError(f"pose file {path} must hold a finite 4x4 matrix, got shape {pose.shape}")
-    return pose
+def _read_K(path: Path, orig_h: int, orig_w: int) -> np.ndarray:
+    """K (3, 3) float64 at the original image size from a calibration file (one focal or a 3x3 K)."""
+    calib = read_calibration_file(path)
+    return calib.copy() if isinstance(calib, np.ndarray) else focal_K(calib, orig_h, orig_w)
 
 
 def load_scene(split_dir: str | Path, image_height: int, max_frames: int = 0) -> PretrainScene:
@@ -115,11 +108,11 @@ def load_scene(split_dir: str | Path, image_height: int, max_frames: int = 0) ->
                              f"the others to {size}; all images of a scene must have one size")
         gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         images.append(cv2.resize(gray, (new_w, new_h), interpolation=cv2.INTER_AREA))
-        K = _read_calibration(calib[i], orig_w, orig_h)
+        K = _read_K(calib[i], orig_h, orig_w)
         K[0] *= new_w / orig_w
         K[1] *= new_h / orig_h
         ks.append(K)
-        c2w.append(_read_pose(poses[i]))
+        c2w.append(read_pose_file(poses[i]))
         if depth:
             d = cv2.imread(str(depth[i]), cv2.IMREAD_UNCHANGED)
             if d is None or d.ndim != 2:
@@ -134,14 +127,6 @@ def load_scene(split_dir: str | Path, image_height: int, max_frames: int = 0) ->
     _logger.info("pretraining scene %s: %d frames at %dx%d%s", name, len(scene), size[1], size[0],
                  " with depth" if depth else "")
     return scene
-
-
-def cell_centres(height: int, width: int) -> torch.Tensor:
-    """Pixel centres of the stride-8 cells of an H x W image: ``(2, ceil(H/8), ceil(W/8))`` (u, v)."""
-    h, w = math.ceil(height / STRIDE), math.ceil(width / STRIDE)
-    v, u = torch.meshgrid(torch.arange(h) * STRIDE + STRIDE / 2, torch.arange(w) * STRIDE + STRIDE / 2,
-                          indexing="ij")
-    return torch.stack((u, v)).float()
 
 
 def sample_batch(scene: PretrainScene, batch_images: int, generator: torch.Generator,
@@ -171,7 +156,8 @@ def sample_batch(scene: PretrainScene, batch_images: int, generator: torch.Gener
         contrast = 1 + (torch.rand(batch_images, 1, 1, 1, generator=generator) * 2 - 1) * aug_jitter
         mean = img.mean(dim=(2, 3), keepdim=True)
         img = ((img - mean) * contrast + mean * bright).clamp(0, 1)
-    pixels = cell_centres(height, width)
+    grid = cell_centres(math.ceil(height / STRIDE), math.ceil(width / STRIDE), STRIDE)  # (h, w, 2) (u, v)
+    pixels = torch.from_numpy(grid).permute(2, 0, 1).float()  # (2, h, w)
     u_idx = pixels[0, 0].long().clamp(max=width - 1)
     v_idx = pixels[1, :, 0].long().clamp(max=height - 1)
     depth_cells = depth[:, 0][:, v_idx][:, :, u_idx]

@@ -2,9 +2,9 @@
 
 For predicted world points ``p`` of the cells of a batch:
 
-- ``p_cam = world_to_cam @ [p, 1]``; a prediction is *valid* if its depth is in
-  ``[depth_min, depth_max]`` and its L1 reprojection error ``|du| + |dv|`` (z clamped at >= 0.1
-  for the division) is at most ``hard_clamp``.
+- ``p_cam = world_to_cam @ [p, 1]``, projected with K (``glace_core.geometry_torch.reproject``);
+  a prediction is *valid* if its depth is in ``[depth_min, depth_max]`` and its L1 reprojection
+  error ``|du| + |dv|`` (z clamped at >= 0.1 for the division) is at most ``hard_clamp``.
 - valid cells add ``w * tanh(e / w)``, ``w = (1 - sw) * (soft_clamp - soft_clamp_min) + soft_clamp_min``
   with ``sw = 1 - sqrt(1 - (it / T)^2)`` (the "circle" schedule) — ``(1 - sw) * 50 + 1`` with the
   defaults, as in the reference.
@@ -20,6 +20,11 @@ from __future__ import annotations
 import math
 
 import torch
+
+from glace_core.geometry_torch import pixel_rays, reproject
+
+#: Depth (m) at which z is clamped for the division of the projection (the reference's 0.1).
+PROJECTION_MIN_DEPTH = 0.1
 
 
 def dyntanh_clamp(iteration: int, total: int, soft_clamp: float, soft_clamp_min: float) -> float:
@@ -46,19 +51,14 @@ def pretrain_loss(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: torch
     if pixels.shape != (b, 2, h, w) or depth.shape != (b, h, w):
         raise ValueError(f"pixels must be ({b}, 2, {h}, {w}) and depth ({b}, {h}, {w}), got "
                          f"{tuple(pixels.shape)} and {tuple(depth.shape)}")
-    p = pred_world.float().flatten(2)  # (B, 3, M)
-    p_cam = world_to_cam[:, :, :3] @ p + world_to_cam[:, :, 3:]
-    proj = K @ p_cam
-    z = proj[:, 2:].clamp(min=0.1)
-    px = proj[:, :2] / z
-    target_px = pixels.flatten(2)
+    p_cam, px = reproject(pred_world.flatten(2), world_to_cam, K, PROJECTION_MIN_DEPTH)  # (B, 3, M), (B, 2, M)
+    target_px = pixels.flatten(2).float()
     err = (px - target_px).abs().sum(1)  # (B, M) L1 in pixels
     z_pred = p_cam[:, 2]
     valid = (z_pred >= depth_min) & (z_pred <= depth_max) & (err <= hard_clamp)
     n = err.numel()
     loss_valid = (soft_clamp * torch.tanh(err[valid] / soft_clamp)).sum()
-    ones = torch.ones_like(target_px[:, :1])
-    rays = torch.linalg.inv(K) @ torch.cat((target_px, ones), 1)  # (B, 3, M), z = 1
+    rays = pixel_rays(target_px, torch.linalg.inv(K.float()))  # (B, 3, M), z = 1
     invalid = ~valid
     loss_invalid = (depth_target * rays - p_cam).abs().sum(1)[invalid].sum()
     total = loss_valid + loss_invalid

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from glace_core.devices import distributed_context
 from glace_core.encoder import ACE_ENCODER_LAYOUT, ACEEncoder
 from glace_core.head import GlaceHead
 from glace_core.io_utils import atomic_torch_save, atomic_write_text
@@ -82,24 +83,6 @@ def save_ace_encoder(encoder: nn.Module, path: str | os.PathLike, info: dict[str
     return path
 
 
-def _distributed_context(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but CUDA is not available")
-        dev = torch.device("cuda", local_rank if world > 1 else (dev.index or 0))
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return rank, world, dev
-
-
 def _checkpoint(model: PretrainModel, optimizer, scheduler, scaler, generator: torch.Generator, iteration: int,
                 config: PretrainConfig, scene_dirs: Sequence[str], scene_names: Sequence[str], path: Path) -> None:
     atomic_torch_save({"generator": generator.get_state(),
@@ -147,7 +130,7 @@ def pretrain_encoder(scene_dirs: Sequence[str | os.PathLike], output: str | os.P
     config.validate()
     if not scene_dirs:
         raise ValueError("pretraining needs at least one scene folder")
-    rank, world, dev = _distributed_context(device)
+    rank, world, dev, _ = distributed_context(device)
     torch.manual_seed(config.seed + rank)
     generator = torch.Generator().manual_seed(config.seed + rank)
 

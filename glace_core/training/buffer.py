@@ -8,8 +8,8 @@ centres (nearest neighbour onto the feature grid) and ``samples_per_image`` cell
 replacement, uniformly over the valid cells (multinomial). Passes repeat until the buffer holds
 ``training_buffer_size`` rows.
 
-A row: local feature (C,) fp16; ``target_px`` (2,) = ``stride * (x + 0.5, y + 0.5)`` for cell
-(x, y) (continuous pixel coordinates, pixel centres at i + 0.5; stride 8 gives (8x+4, 8y+4));
+A row: local feature (C,) fp16; ``target_px`` (2,), the centre of cell (x, y)
+(``glace_core.geometry.cell_centres``: (8x+4, 8y+4) for stride 8);
 ``world_to_cam`` (3, 4); ``K`` and ``K_inv`` (3, 3) of the augmented image; ``img_idx``, the index
 of the frame in the dataset (to look up its global feature at batch time).
 """
@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from glace_core.geometry import cell_centres
+from glace_core.head_ensemble import routing_descriptor
 from glace_core.training.augment import augment_image
 
 _logger = logging.getLogger(__name__)
@@ -55,19 +57,17 @@ class TrainingBuffer:
 
 
 def cell_mask(mask: np.ndarray, grid_hw: tuple[int, int], stride: int) -> np.ndarray:
-    """Nearest-neighbour resize of a pixel mask (H, W) to the feature grid (h, w): the mask at each
-    cell centre (pixel ``stride * (x + 0.5)``, clamped to the image)."""
-    h, w = grid_hw
-    rows = np.minimum(stride * np.arange(h) + stride // 2, mask.shape[0] - 1)
-    cols = np.minimum(stride * np.arange(w) + stride // 2, mask.shape[1] - 1)
+    """Nearest-neighbour resize of a pixel mask (H, W) to the feature grid (h, w) bool/mask dtype:
+    the mask at the pixel holding each cell centre (``geometry.cell_centres``, clamped to the image)."""
+    centres = cell_centres(*grid_hw, stride)  # (h, w, 2) (u, v)
+    rows = np.minimum(np.floor(centres[:, 0, 1]).astype(np.int64), mask.shape[0] - 1)
+    cols = np.minimum(np.floor(centres[0, :, 0]).astype(np.int64), mask.shape[1] - 1)
     return mask[np.ix_(rows, cols)]
 
 
 def cell_targets(grid_hw: tuple[int, int], stride: int) -> np.ndarray:
-    """(h * w, 2) pixel of every cell in row-major order: ``stride * (x + 0.5), stride * (y + 0.5)``."""
-    h, w = grid_hw
-    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return (stride * (np.stack((xs, ys), axis=-1).reshape(-1, 2) + 0.5)).astype(np.float32)
+    """(h * w, 2) float32 pixel (u, v) of every cell centre (``geometry.cell_centres``), row-major."""
+    return cell_centres(*grid_hw, stride).reshape(-1, 2).astype(np.float32)
 
 
 def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Module, *, buffer_size: int,
@@ -115,8 +115,6 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                         feats = encoder(aug.image.to(device))  # (1, C, h, w)
                     if descriptor_sink is not None and not use_aug:
-                        from glace_core.head_ensemble import routing_descriptor
-
                         descriptor_sink[int(i)] = routing_descriptor(feats)[0].cpu()
                     if not use_aug and cached_bytes + feats.numel() * 2 <= FEATURE_CACHE_BYTES:
                         feats = feats.to(torch.float16)

@@ -43,11 +43,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Optional
 
+from glace_core.dataset import FEATURES_FILE
+from glace_core.devices import check_device_spec
+
 #: The reference's default encoder file name (train_ace.py ``--encoder_path``).
 REFERENCE_ENCODER_PATH = "./ace_encoder_pretrained.pt"
 LOSS_TYPES = ("l1", "l1+sqrt", "l1+log", "tanh", "dyntanh")
 LOSS_SCHEDULES = ("circle", "linear")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -56,7 +58,7 @@ class TrainConfig:
 
     # GLACE additions
     global_feat: bool = True  # condition the head on the split's global features (features.npy)
-    feat_name: str = "features.npy"  # file name of the global features inside each split folder
+    feat_name: str = FEATURES_FILE  # file name of the global features inside each split folder
     feat_noise_std: float = 0.1  # std of the Gaussian noise added to global features in training
     num_decoder_clusters: int = 1  # K > 1: position decoder over K KMeans centres of the cameras
     head_channels: int = 768  # head width h
@@ -99,7 +101,7 @@ class TrainConfig:
     render_map_depth_filter: int = 10
     render_camera_z_offset: int = 4
     # ours
-    device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
+    device: str = "auto"  # a glace_core.devices spec: "auto" (CUDA if available), "cpu", "cuda[:N]", "mps"
     seed: int = 42  # each distributed rank uses seed + rank
     preset: str = "paper"  # the preset these values were built from (PRESETS)
 
@@ -143,8 +145,7 @@ class TrainConfig:
         if self.repro_loss_schedule not in LOSS_SCHEDULES:
             raise ValueError(f"repro_loss_schedule must be one of {LOSS_SCHEDULES}, "
                              f"got {self.repro_loss_schedule!r}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ValueError(f"device must be one of {DEVICES} or 'cuda:N', got {self.device!r}")
+        check_device_spec(self.device)
         if self.training_buffer_size < self.batch_size:
             raise ValueError(f"training_buffer_size ({self.training_buffer_size}) must be at least "
                              f"batch_size ({self.batch_size})")

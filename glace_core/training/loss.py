@@ -1,12 +1,12 @@
 """The reprojection loss of map training (GLACE_SPEC.md section c).
 
 Scene coordinates predicted in the world frame are moved into the camera with the ground-truth
-world-to-camera pose and projected with K. The error of a cell is the L1 pixel distance
-``|du| + |dv|`` to its target pixel. A prediction is *invalid* if its camera depth is below
-``depth_min`` or above ``depth_max`` or its error exceeds ``hard_clamp``; invalid predictions are
-pulled towards the point at ``depth_target`` along the cell's ray (L1 in camera space). Valid ones
-get a robust loss of the error (``robust_reprojection_loss``). The total is
-``(sum valid + sum invalid) / batch``.
+world-to-camera pose and projected with K (``glace_core.geometry_torch.reproject``). The error of a
+cell is the L1 pixel distance ``|du| + |dv|`` to its target pixel. A prediction is *invalid* if its
+camera depth is below ``depth_min`` or above ``depth_max`` or its error exceeds ``hard_clamp``;
+invalid predictions are pulled towards the point at ``depth_target`` along the cell's ray (L1 in
+camera space). Valid ones get a robust loss of the error (``robust_reprojection_loss``). The total
+is ``(sum valid + sum invalid) / batch``.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from glace_core.geometry_torch import pixel_rays, reproject
 from glace_core.training.config import LOSS_SCHEDULES, LOSS_TYPES
 
 
@@ -76,19 +77,16 @@ def reprojection_loss(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: t
                            ("K", K, (b, 3, 3)), ("K_inv", K_inv, (b, 3, 3)), ("target_px", target_px, (b, 2))):
         if tuple(t.shape) != shape:
             raise ValueError(f"reprojection_loss: {name} must have shape {shape}, got {tuple(t.shape)}")
-    pred_world = pred_world.float()
-    pred_cam = torch.einsum("bij,bj->bi", world_to_cam[:, :, :3].float(), pred_world) + world_to_cam[:, :, 3].float()
-    proj = torch.einsum("bij,bj->bi", K.float(), pred_cam)
+    cam, px = reproject(pred_world.unsqueeze(2), world_to_cam, K, depth_min)  # (B, 3, 1), (B, 2, 1)
+    pred_cam, pred_px = cam[:, :, 0], px[:, :, 0]
     z = pred_cam[:, 2]
-    pred_px = proj[:, :2] / z.clamp(min=depth_min).unsqueeze(1)
     errors = (pred_px - target_px.float()).abs().sum(dim=1)  # L1 pixel error, (B,)
 
     invalid = (z < depth_min) | (z > depth_max) | (errors > hard_clamp)
     valid = ~invalid
     valid_loss = robust_reprojection_loss(errors[valid], loss_type, soft_clamp, soft_clamp_min, iteration, total,
                                           schedule)
-    ones = torch.ones(b, 1, device=target_px.device, dtype=torch.float32)
-    rays = torch.einsum("bij,bj->bi", K_inv.float(), torch.cat((target_px.float(), ones), dim=1))
+    rays = pixel_rays(target_px.unsqueeze(2), K_inv)[:, :, 0]  # (B, 3), z = 1
     invalid_loss = (depth_target * rays - pred_cam).abs().sum(dim=1)[invalid].sum()
     loss = (valid_loss + invalid_loss) / b
     with torch.no_grad():

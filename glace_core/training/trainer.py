@@ -2,7 +2,8 @@
 
 ``train_map(config, dataset, output_path)`` takes any object with the ``SceneSplit`` interface
 (``len``, ``[i]`` -> frame with ``pose`` (4, 4) cam-to-world and ``K`` (3, 3), ``poses``,
-``load_rgb(i)``, ``global_features(...)``), so a bag reader can feed frames without writing a
+``load_rgb(i)``, ``global_features(...)``, read through
+``glace_core.dataset.load_global_features``), so a bag reader can feed frames without writing a
 DSAC* folder. Only the head is trained: AdamW (weight decay 0.01) with OneCycleLR (peak
 ``learning_rate_max``, ``max_iterations`` steps, no momentum cycling); the schedule steps only when
 the optimiser stepped (GradScaler may skip steps under fp16 autocast, which is used on CUDA only).
@@ -19,9 +20,10 @@ buffer is filled over all frames, then one head per cluster is trained, each for
 ``max_iterations``, on the buffer rows of its frames; the heads and the frames' routing
 descriptors are written as one ensemble map.
 
-Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised (gloo on CPU,
-nccl on CUDA), the head is wrapped in DistributedDataParallel, every rank builds its own buffer with
-``seed + rank`` and only rank 0 writes the map.
+Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised
+(``glace_core.devices.distributed_context``: gloo on CPU, nccl on CUDA), the head is wrapped in
+DistributedDataParallel, every rank builds its own buffer with ``seed + rank`` and only rank 0
+writes the map.
 
 Interruption: SIGTERM and SIGINT raise ``TrainingInterrupted``; the map is only ever written at the
 end, atomically (temporary file + rename), so an interrupted run leaves no file at the output path.
@@ -29,7 +31,6 @@ Signals that arrive while the map is being written are held until the write has 
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -47,9 +48,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from glace_core.dataset import load_global_features
+from glace_core.devices import distributed_context
+from glace_core.encoder_registry import encoder_sidecar_entry, is_named_spec, resolve_encoder
 from glace_core.head import GlaceHead
+from glace_core.head_ensemble import HeadEnsemble
+from glace_core.map_files import save_head
 from glace_core.training.buffer import TrainingBuffer, build_training_buffer
 from glace_core.training.config import REFERENCE_ENCODER_PATH, TrainConfig
+from glace_core.training.ensemble import plan_clusters, routing_descriptors
 from glace_core.training.loss import reprojection_loss
 
 _logger = logging.getLogger(__name__)
@@ -110,36 +117,8 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda if available else cpu; "cuda" without CUDA raises ValueError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was requested but CUDA is not available")
-    return dev
-
-
-def _distributed_context(device: str) -> tuple[int, int, torch.device, bool]:
-    """(rank, world_size, device, initialised_here); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    dev = resolve_device(device)
-    if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    initialised = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        initialised = True
-    return rank, world, dev, initialised
-
-
 def resolve_training_encoder(spec: str, device: torch.device) -> nn.Module:
     """The frozen encoder named by ``--encoder_path`` (a file or a named encoder, see encoder_registry)."""
-    from glace_core.encoder_registry import is_named_spec, resolve_encoder
-
     if spec == REFERENCE_ENCODER_PATH and not Path(spec).exists():
         raise FileNotFoundError(
             f"encoder file {spec} (the reference's default --encoder_path) not found; pass "
@@ -151,32 +130,6 @@ def resolve_training_encoder(spec: str, device: torch.device) -> nn.Module:
     for p in encoder.parameters():
         p.requires_grad_(False)
     return encoder.eval()
-
-
-def load_global_features(dataset, feat_name: str) -> np.ndarray | None:
-    """(N, G) float32 global features of ``dataset`` from ``feat_name`` (None if it has none)."""
-    method = getattr(dataset, "global_features", None)
-    if method is None:
-        return None
-    try:
-        takes_name = len(inspect.signature(method).parameters) >= 1
-    except (TypeError, ValueError):
-        takes_name = False
-    if takes_name:
-        feats = method(feat_name)
-    elif feat_name == TrainConfig.feat_name:
-        feats = method()
-    else:
-        raise ValueError(f"--feat_name {feat_name}: this dataset only provides {TrainConfig.feat_name}")
-    if feats is None:
-        return None
-    feats = np.asarray(feats, dtype=np.float32)
-    if feats.ndim != 2 or feats.shape[0] != len(dataset):
-        raise ValueError(f"global features {feat_name} have shape {feats.shape}, expected ({len(dataset)}, G) "
-                         "(one row per image, sorted order)")
-    if not np.all(np.isfinite(feats)):
-        raise ValueError(f"global features {feat_name} contain NaN or infinite values")
-    return feats
 
 
 def select_frames(poses: np.ndarray, num_clusters: int | None = None, cluster_idx: int | None = None,
@@ -192,8 +145,6 @@ def select_frames(poses: np.ndarray, num_clusters: int | None = None, cluster_id
         _logger.warning("skipping %d of %d mapping frames with an invalid pose", len(poses) - len(ok), len(poses))
     if num_clusters is None or not ok:
         return ok
-    from glace_core.training.ensemble import plan_clusters
-
     return plan_clusters(poses, ok, num_clusters, cluster_idx, overlap).frames
 
 
@@ -308,7 +259,7 @@ def train_map(config: TrainConfig, dataset, output_path: str | os.PathLike, *, p
     config.validate()
     output_path = Path(output_path)
     with interrupt_on_signals():
-        rank, world, device, initialised = _distributed_context(config.device)
+        rank, world, device, initialised = distributed_context(config.device)
         try:
             return _train(config, dataset, output_path, rank, world, device, progress, metadata or {})
         finally:
@@ -318,11 +269,6 @@ def train_map(config: TrainConfig, dataset, output_path: str | os.PathLike, *, p
 
 def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: int, device: torch.device,
            progress: bool, metadata: dict[str, Any]) -> TrainResult:
-    from glace_core.encoder_registry import encoder_sidecar_entry
-    from glace_core.head_ensemble import HeadEnsemble
-    from glace_core.map_files import save_head
-    from glace_core.training.ensemble import plan_clusters, routing_descriptors
-
     seed = config.seed + rank
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""Training data from a rosbag2: images, intrinsics and poses interpolated to the image stamps.
+"""Rosbag2 -> DSAC*-layout scene: images, intrinsics and poses interpolated to the image stamps.
 
 A robot with SLAM records images, CameraInfo and its trajectory (a PoseStamped/Odometry topic, or
 TF: map → odom → base_link → camera_optical, static and dynamic edges mixed). This module reads such
@@ -7,7 +7,8 @@ glace_core tool reads, so a 2000-frame 640×480 bag costs disk (PNG files), not 
 
 - Image stamps are the images' header stamps; the pose of each image is the trajectory
   interpolated at that stamp (lerp + slerp, :mod:`glace_core.pose_interpolation`). TF chains are
-  interpolated edge by edge and composed; static edges are constant.
+  interpolated edge by edge and composed (:class:`glace_ros.tf_graph.TfGraph`); static edges are
+  constant.
 - Intrinsics come from the CameraInfo nearest in stamp (within ``camera_info_tolerance_s``, else
   the nearest overall, logged), converted to our pixel convention
   (:func:`glace_ros.camera_info.intrinsics_for_image`).
@@ -15,31 +16,28 @@ glace_core tool reads, so a 2000-frame 640×480 bag costs disk (PNG files), not 
   longer than ``max_pose_gap_s``) or without any CameraInfo are skipped and counted.
 
 The camera frame of the poses must be an optical frame (x right, y down, z forward), as the
-frame_id of the images normally is.
+frame_id of the images normally is. ``glace-train --bag`` (:mod:`glace_ros.train_from_bag`) runs
+this before training.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from glace_core.pose_interpolation import PoseTrajectory
-from glace_ros.bag_io import BagError, BagReader, stamp_to_ns
-from glace_ros.pose_messages import invert_rigid, pose_to_matrix, transform_to_matrix
+from glace_ros.bag_io import BagError, BagReader
+from glace_ros.pose_messages import pose_to_matrix, transform_to_matrix
+from glace_ros.stamps import stamp_to_ns
+from glace_ros.tf_graph import TfGraph
 
 logger = logging.getLogger(__name__)
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
               "nav_msgs/msg/Odometry", "geometry_msgs/msg/TransformStamped")
-TF_TOPICS = ("/tf", "/tf_static")
 
 
 # --------------------------------------------------------------------------- topics
@@ -91,106 +89,6 @@ def read_pose_topic(bag: BagReader, topic: str, max_gap_s: float | None = None) 
         raise BagError(f"bag {bag.path}: pose topic {topic} has no messages")
     gap = None if max_gap_s is None else int(round(max_gap_s * 1e9))
     return PoseTrajectory(np.array(stamps, np.int64), np.stack(poses), gap)
-
-
-class TfTree:
-    """Every transform of a bag's /tf and /tf_static, for chained lookups interpolated in time.
-
-    Each child frame has one parent (a tree, as in tf2). A lookup interpolates every dynamic edge
-    of the chain at the query stamps (:class:`PoseTrajectory`) and composes the edges; static edges
-    are constant.
-    """
-
-    def __init__(self, max_gap_s: float | None = None):
-        self.max_gap_ns = None if max_gap_s is None else int(round(max_gap_s * 1e9))
-        self._parent: dict[str, str] = {}
-        self._static: dict[str, np.ndarray] = {}
-        self._samples: dict[str, tuple[list[int], list[np.ndarray]]] = {}
-        self._trajectories: dict[str, PoseTrajectory] = {}
-
-    @staticmethod
-    def _name(frame: str) -> str:
-        return str(frame).lstrip("/")
-
-    def add(self, parent: str, child: str, stamp_ns: int, parent_T_child: np.ndarray, static: bool) -> None:
-        """Add one parent_T_child (4, 4) sample (a static one replaces the edge)."""
-        parent, child = self._name(parent), self._name(child)
-        self._parent[child] = parent
-        self._trajectories.pop(child, None)
-        if static:
-            self._static[child] = parent_T_child
-            self._samples.pop(child, None)
-        else:
-            stamps, mats = self._samples.setdefault(child, ([], []))
-            stamps.append(int(stamp_ns))
-            mats.append(parent_T_child)
-
-    def add_message(self, msg, static: bool) -> None:
-        """Add every transform of a tf2_msgs/TFMessage (rosbags or rclpy)."""
-        for ts in msg.transforms:
-            self.add(ts.header.frame_id, ts.child_frame_id, stamp_to_ns(ts.header.stamp),
-                     transform_to_matrix(ts.transform), static)
-
-    @classmethod
-    def from_bag(cls, bag: BagReader, max_gap_s: float | None = None) -> "TfTree":
-        """All of ``bag``'s /tf and /tf_static (BagError when it has neither)."""
-        topics = [t for t in TF_TOPICS if t in bag.topics]
-        if not topics:
-            bag.require_topics(["/tf"])
-        tree = cls(max_gap_s)
-        for m in bag.messages(topics):
-            tree.add_message(bag.deserialize(m), static=m.topic == "/tf_static")
-        return tree
-
-    @property
-    def frames(self) -> list[str]:
-        return sorted(set(self._parent) | set(self._parent.values()))
-
-    def _path_to_root(self, frame: str) -> list[str]:
-        path = [frame]
-        while path[-1] in self._parent:
-            path.append(self._parent[path[-1]])
-            if len(path) > len(self._parent) + 1:
-                raise BagError(f"TF has a cycle through {frame!r}")
-        return path
-
-    def _edge(self, child: str, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if child in self._static:
-            return np.broadcast_to(self._static[child], (query.size, 4, 4)), np.ones(query.size, bool)
-        traj = self._trajectories.get(child)
-        if traj is None:
-            stamps, mats = self._samples[child]
-            traj = self._trajectories[child] = PoseTrajectory(np.array(stamps, np.int64), np.stack(mats), self.max_gap_ns)
-        return traj.at(query)
-
-    def lookup(self, target: str, source: str, query_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """target_T_source at each of the (Q,) ``query_ns``: (Q, 4, 4) float64 (NaN where a dynamic
-        edge cannot be interpolated) and a (Q,) bool validity mask. For target = map and source =
-        a camera optical frame this is the camera-to-world pose.
-
-        Raises LookupError naming the known frames when the two frames are not connected.
-        """
-        target, source = self._name(target), self._name(source)
-        query = np.asarray(query_ns, dtype=np.int64).reshape(-1)
-        up_s, up_t = self._path_to_root(source), self._path_to_root(target)
-        common = next((f for f in up_s if f in set(up_t)), None)
-        if common is None:
-            raise LookupError(f"no TF chain between {target!r} and {source!r}; known frames: {self.frames}")
-        valid = np.ones(query.size, bool)
-
-        def chain(path):
-            T = np.tile(np.eye(4), (query.size, 1, 1))
-            for child in path[: path.index(common)]:
-                edge, ok = self._edge(child, query)
-                T = edge @ T
-                valid[:] &= ok
-            return T
-
-        common_T_source, common_T_target = chain(up_s), chain(up_t)
-        out = np.full((query.size, 4, 4), np.nan)
-        for i in np.flatnonzero(valid):
-            out[i] = invert_rigid(common_T_target[i]) @ common_T_source[i]
-        return out, valid
 
 
 # --------------------------------------------------------------------------- intrinsics
@@ -305,13 +203,13 @@ def bag_to_scene(bag_path: str | Path, scene_root: str | Path, source: BagSource
             trajectory = read_pose_topic(bag, source.pose_topic, source.max_pose_gap_s)
             pose_at = lambda t: trajectory.at(np.array([t]))  # noqa: E731
         else:
-            tree = TfTree.from_bag(bag, source.max_pose_gap_s)
+            graph = TfGraph.from_bag(bag, source.max_pose_gap_s)
             map_frame, camera_frame = source.tf_frames
             try:
-                tree.lookup(map_frame, camera_frame, np.zeros(0, np.int64))
+                graph.lookup_many(map_frame, camera_frame, np.zeros(0, np.int64))
             except LookupError as exc:
                 raise BagError(f"bag {bag.path}: {exc}") from exc
-            pose_at = lambda t: tree.lookup(map_frame, camera_frame, np.array([t]))  # noqa: E731
+            pose_at = lambda t: graph.lookup_many(map_frame, camera_frame, np.array([t]))  # noqa: E731
         from glace_core.dataset import write_frame
 
         msgtype = bag.topics[image_topic]
@@ -343,65 +241,3 @@ def bag_to_scene(bag_path: str | Path, scene_root: str | Path, source: BagSource
                          f"({result.skipped_no_pose} without an interpolable pose, "
                          f"{result.skipped_no_camera_info} without CameraInfo)")
     return result
-
-
-# --------------------------------------------------------------------------- glace-train --bag
-
-def bag_argument_parser() -> argparse.ArgumentParser:
-    """The bag options of ``glace-train`` (the others belong to the scene training CLI)."""
-    d = BagSource()
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("training from a rosbag2 (replaces the scene argument)")
-    g.add_argument("--bag", default=None, help="rosbag2 folder (or .mcap/.db3 file) to train from")
-    g.add_argument("--image-topic", default=None, help="Image or CompressedImage topic (default: the bag's only one)")
-    g.add_argument("--camera-info-topic", default=None, help="CameraInfo topic (default: the bag's only one)")
-    src = g.add_mutually_exclusive_group()
-    src.add_argument("--pose-topic", default=None,
-                     help="camera poses: PoseStamped, PoseWithCovarianceStamped, Odometry or TransformStamped")
-    src.add_argument("--tf-frames", nargs=2, metavar=("MAP", "CAMERA"), default=None,
-                     help="camera poses from the bag's /tf and /tf_static: MAP -> CAMERA (an optical frame)")
-    g.add_argument("--max-pose-gap", type=float, default=d.max_pose_gap_s,
-                   help=f"seconds: trajectory gaps longer than this are not interpolated (default {d.max_pose_gap_s})")
-    g.add_argument("--every-nth", type=int, default=d.every_nth, help="use every n-th image of the bag (default 1)")
-    g.add_argument("--keep-scene", default=None, help="write the bag's frames into this folder and keep it")
-    return p
-
-
-def train_main_with_bag(argv: list[str] | None, scene_train_main: Callable[[list[str]], int],
-                        prog: str = "glace-train") -> int:
-    """``glace-train`` with ``--bag``: without it, ``argv`` goes to ``scene_train_main`` unchanged;
-    with it, the bag becomes a temporary DSAC*-layout scene (``train`` split) that is passed as the
-    first positional argument, followed by the remaining arguments. Returns the exit code (2 with
-    a one-line message for a damaged bag or bad bag options)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in argv or "--help" in argv:
-        bag_argument_parser().print_help()
-        print("\nWith --bag, leave out the scene argument. Scene training options:\n")
-        return scene_train_main(argv)
-    args, rest = bag_argument_parser().parse_known_args(argv)
-    if args.bag is None:
-        given = [f for f in ("image_topic", "camera_info_topic", "pose_topic", "tf_frames", "keep_scene")
-                 if getattr(args, f) is not None]
-        if given:
-            print(f"{prog}: error: {', '.join('--' + f.replace('_', '-') for f in given)} only apply with --bag",
-                  file=sys.stderr)
-            return 2
-        return scene_train_main(rest)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    source = BagSource(image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-                       pose_topic=args.pose_topic, tf_frames=tuple(args.tf_frames) if args.tf_frames else None,
-                       max_pose_gap_s=args.max_pose_gap, every_nth=args.every_nth)
-    scene = Path(args.keep_scene) if args.keep_scene else Path(tempfile.mkdtemp(prefix="glace-bag-scene-"))
-    try:
-        try:
-            if args.keep_scene and (scene / "train").exists():
-                raise ValueError(f"--keep-scene {scene} already has a train split")
-            conversion = bag_to_scene(args.bag, scene, source, split="train")
-        except (BagError, ValueError, FileNotFoundError) as exc:
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 2
-        print(conversion.summary())
-        return scene_train_main([str(scene)] + rest)
-    finally:
-        if not args.keep_scene:
-            shutil.rmtree(scene, ignore_errors=True)

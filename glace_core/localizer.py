@@ -1,0 +1,358 @@
+"""The one path from an image and its intrinsics to a camera pose: :class:`Localizer`.
+
+glace-eval (``glace_core.evaluation``), the relocalizer node, replay-eval (through the node) and
+the benchmarks all localise through ``Localizer.localize``. One frame goes through:
+
+1. ``preprocess_image``: the shorter side resized to the network resolution (the map's training
+   resolution by default, else the reference's 480), grayscale, normalised; K scaled alike.
+2. The global descriptor, for heads with a global input (:class:`GlobalDescriptorSource`):
+   features given by the caller (a split's ``features.npy``), or R2Former on the RGB image every
+   frame, every N frames (reused in between), or never (zeros, which lowers a GLACE map's accuracy).
+3. ``MapPredictor``: scene coordinates (3, h, w) per candidate head (one for a single head; the
+   ``ensemble_candidates`` best-routed heads of an ensemble map).
+4. ``dsac_native.estimate_pose`` on every candidate with the full fx, fy, cx, cy of the network
+   K; the candidate with the most inliers wins (a successful pose beats a failed one; ties keep
+   the better-routed head), ACE's rule for ensembles.
+5. The residuals of the winner's cells under its pose (:func:`reprojection_statistics`) and the
+   6x6 pose covariance from them (``glace_core.pose_covariance``).
+
+RANSAC options (:class:`RansacOptions`) take their defaults from the native solver
+(``dsac_native.Options()``: 64 hypotheses, 10 px, alpha 100, 100 px clamp), so they are declared
+once, in ``dsac_native/include/dsac_native/types.hpp``.
+
+Poses are camera-to-world (4, 4) float64 in OpenCV optical axes (x right, y down, z forward).
+A ``Localizer`` is not thread-safe (the every-N descriptor cache and the fast path are state).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dsac_native
+import numpy as np
+import torch
+from torch import nn
+
+from glace_core.devices import resolve_device
+from glace_core.geometry import cell_centres, check_K, invert_pose, project_camera_points, transform_points
+from glace_core.map_files import training_resolution
+from glace_core.map_predictor import DEFAULT_CANDIDATES, MapPredictor
+from glace_core.pose_covariance import CovarianceCalibration, covariance_from_residuals
+from glace_core.preprocess import DEFAULT_RESOLUTION, preprocess_image, resized_shape
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ["GLOBAL_MODES", "LocalizationError", "RansacOptions", "LocalizerOptions", "Localization",
+           "Localizer", "GlobalDescriptorSource", "reprojection_statistics"]
+
+#: when the global descriptor is computed: every frame, every N frames (reused between), never (zeros)
+GLOBAL_MODES = ("every_frame", "every_n", "off")
+
+_NATIVE = dsac_native.Options()
+
+
+class LocalizationError(ValueError):
+    """A frame that cannot be localised (bad image or intrinsics); the message names the problem."""
+
+
+@dataclass(frozen=True)
+class RansacOptions:
+    """Options of ``dsac_native.estimate_pose``; the defaults are the native solver's own."""
+
+    hypotheses: int = _NATIVE.hypotheses  # pose hypotheses per frame
+    threshold: float = _NATIVE.threshold  # inlier threshold, px
+    inlier_alpha: float = _NATIVE.inlier_alpha  # scale of the soft inlier count
+    max_reprojection_error: float = _NATIVE.max_reprojection_error  # px; errors are clamped to it when scoring
+    max_refinement_iterations: int = _NATIVE.max_refinement_iterations
+    seed: int = _NATIVE.seed  # the same frame and seed give the same pose
+    num_threads: int = _NATIVE.num_threads  # 0: all cores
+
+    def __post_init__(self):
+        for name in ("hypotheses", "threshold", "inlier_alpha", "max_reprojection_error"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"RANSAC {name} must be a finite number > 0, got {value!r}")
+        for name in ("max_refinement_iterations", "seed", "num_threads"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"RANSAC {name} must be >= 0, got {getattr(self, name)!r}")
+
+    def solver_kwargs(self) -> dict:
+        """Keyword arguments of ``dsac_native.estimate_pose`` (names identical to the fields)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True)
+class LocalizerOptions:
+    """Per-frame choices of :meth:`Localizer.localize` (the node may change them at run time)."""
+
+    image_resolution: int = 0  # network input height (shorter side); 0: the map's training resolution, else 480
+    ensemble_candidates: int = DEFAULT_CANDIDATES  # heads of an ensemble map tried per frame (0: all)
+    global_mode: str = "every_frame"  # one of GLOBAL_MODES
+    global_every_n: int = 1  # frames a descriptor is reused for in "every_n" mode
+    ransac: RansacOptions = field(default_factory=RansacOptions)
+    covariance: CovarianceCalibration = field(default_factory=CovarianceCalibration)
+    max_input_pixels: int = 0  # network inputs (after resizing) larger than this are refused; 0: no limit
+
+    def __post_init__(self):
+        if int(self.max_input_pixels) < 0:
+            raise ValueError(f"max_input_pixels must be >= 0 (0: no limit), got {self.max_input_pixels!r}")
+        if int(self.image_resolution) < 0:
+            raise ValueError(f"image_resolution must be > 0 (0: the map's), got {self.image_resolution!r}")
+        if int(self.ensemble_candidates) < 0:
+            raise ValueError(f"ensemble_candidates must be >= 0 (0: every head), got {self.ensemble_candidates!r}")
+        if self.global_mode not in GLOBAL_MODES:
+            raise ValueError(f"global_mode must be one of {GLOBAL_MODES}, got {self.global_mode!r}")
+        if int(self.global_every_n) < 1:
+            raise ValueError(f"global_every_n must be >= 1, got {self.global_every_n!r}")
+
+
+@dataclass
+class Localization:
+    """What one frame gave.
+
+    ``camera_to_world`` (4, 4) float64 is None when RANSAC failed. ``scene_coordinates`` (3, h, w)
+    float32 are the winning head's, ``K_network`` (3, 3) the intrinsics at network resolution.
+    ``candidates`` lists ``(head index, inlier count)`` of every head tried, best-routed first.
+    ``covariance`` is (36,) float64 in ROS PoseWithCovariance order (x, y, z, rot_x, rot_y, rot_z;
+    position in the map frame) or None without a pose. ``timings`` holds seconds per stage:
+    preprocess, global, network (or encoder and head), ransac, statistics, total.
+    """
+
+    success: bool
+    camera_to_world: np.ndarray | None
+    inlier_count: int
+    num_cells: int
+    mean_inlier_error_px: float
+    median_inlier_depth_m: float
+    covariance: np.ndarray | None
+    scene_coordinates: np.ndarray
+    K_network: np.ndarray
+    head_index: int = 0
+    candidates: list[tuple[int, int]] = field(default_factory=list)
+    global_computed: bool = False  # the descriptor was computed for this frame (False: given, reused, zeros, none)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def reprojection_statistics(scene_coordinates: np.ndarray, camera_to_world: np.ndarray, K: np.ndarray,
+                            threshold: float, stride: int = 8) -> dict:
+    """Residuals of the network's cells under a pose.
+
+    scene_coordinates: (3, h, w) world points of the cells (``geometry.cell_centres``); K (3, 3)
+    at network resolution. Cells with non-finite points or points behind the camera are not valid;
+    inliers have a reprojection error < ``threshold`` px. Returns a dict: ``inliers`` (int),
+    ``valid`` (int), ``mean_error_px`` and ``median_depth_m`` over the inliers (nan without any),
+    ``pixels`` (N, 2) and ``camera_points`` (N, 3) of the inliers, ``errors`` (N,) px.
+    """
+    sc = np.asarray(scene_coordinates, dtype=np.float64)
+    if sc.ndim != 3 or sc.shape[0] != 3:
+        raise ValueError(f"scene_coordinates must be (3, h, w), got {sc.shape}")
+    cam = transform_points(invert_pose(camera_to_world), sc.reshape(3, -1).T)
+    px = cell_centres(sc.shape[1], sc.shape[2], stride).reshape(-1, 2)
+    valid = np.all(np.isfinite(cam), axis=1) & (cam[:, 2] > 1e-6)
+    cam, px = cam[valid], px[valid]
+    proj, _ = project_camera_points(cam, K)
+    err = np.hypot(*(proj - px).T)
+    inl = err < float(threshold)
+    n = int(inl.sum())
+    empty = n == 0
+    return {"inliers": n, "valid": int(valid.sum()),
+            "mean_error_px": float("nan") if empty else float(err[inl].mean()),
+            "median_depth_m": float("nan") if empty else float(np.median(cam[inl, 2])),
+            "pixels": px[inl], "camera_points": cam[inl], "errors": err[inl]}
+
+
+class GlobalDescriptorSource:
+    """(1, G) global features for a head with a ``G``-wide global input.
+
+    descriptor: module RGB (1, 3, H, W) in [0, 1] -> (1, G), or None (zeros are used). In mode
+    "every_n" a computed descriptor is reused for the next ``every_n - 1`` frames.
+    """
+
+    def __init__(self, channels: int, descriptor: nn.Module | None, device: torch.device):
+        self.channels, self.descriptor, self.device = int(channels), descriptor, device
+        self._cached: torch.Tensor | None = None
+        self._age = 0
+
+    def __call__(self, rgb: np.ndarray, mode: str, every_n: int) -> tuple[torch.Tensor | None, bool]:
+        """(features (1, G) or None for heads without global input, computed for this frame)."""
+        if not self.channels:
+            return None, False
+        if self.descriptor is None or mode == "off":
+            return torch.zeros(1, self.channels, device=self.device), False
+        if mode == "every_n" and self._cached is not None and self._age < every_n:
+            self._age += 1
+            return self._cached, False
+        rgb3 = rgb if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, axis=2)
+        image = torch.from_numpy(np.ascontiguousarray(rgb3)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        with torch.inference_mode():
+            feats = self.descriptor(image).float()
+        if feats.shape != (1, self.channels):
+            raise ValueError(f"global descriptor gives {tuple(feats.shape)}, the head expects (1, {self.channels})")
+        self._cached, self._age = feats, 1
+        return feats, True
+
+
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise LocalizationError(f"image must be (H, W, 3) RGB or (H, W) gray uint8, got {image.shape} {image.dtype}")
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise LocalizationError(f"image of {image.shape[1]}x{image.shape[0]} px is too small (minimum 8x8)")
+    return image
+
+
+class Localizer:
+    """Encoder + map (a head or an ensemble) + optional global descriptor + dsac_native, on one device.
+
+    encoder: (1, 1, H, W) -> (1, C, h, w) with ``stride``; model: a GlaceHead or HeadEnsemble;
+    descriptor: RGB (1, 3, H, W) in [0, 1] -> (1, G), or None.
+    """
+
+    def __init__(self, encoder: nn.Module, model: nn.Module, device: torch.device | str | None = None,
+                 descriptor: nn.Module | None = None, *, fast_inference: bool = True,
+                 options: LocalizerOptions | None = None):
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.encoder = encoder.eval().to(self.device)
+        self.model = model.eval().to(self.device)
+        self.descriptor = None if descriptor is None else descriptor.eval().to(self.device)
+        self.global_channels = int(getattr(model, "global_channels", 0))
+        self.stride = int(getattr(encoder, "stride", 8))
+        #: the image_resolution the map was trained at (its sidecar), else the reference's 480
+        self.trained_resolution = training_resolution(model) or DEFAULT_RESOLUTION
+        self.fast_inference = bool(fast_inference) and self.device.type == "cpu"
+        self.options = options or LocalizerOptions()
+        self.globals = GlobalDescriptorSource(self.global_channels, self.descriptor, self.device)
+        self._predictor: MapPredictor | None = None  # built at the first frame (snapshots the weights)
+
+    @classmethod
+    def load(cls, map_path: str | os.PathLike, encoder_path: str | None = None, device: str = "auto",
+             global_checkpoint: str | os.PathLike | None = None, global_resolution: tuple[int, int] = (480, 640),
+             *, fast_inference: bool = True, options: LocalizerOptions | None = None) -> "Localizer":
+        """Load the map, its encoder (None or "": the one its sidecar names, else the default) and
+        the optional R2Former checkpoint. Raises FileNotFoundError (missing or unset file),
+        MapFileError (corrupt or wrong layout), EncoderMismatchError or ValueError (bad device);
+        every message names the file."""
+        from glace_core.encoder_registry import resolve_map_encoder
+        from glace_core.map_files import check_encoder_compatibility
+        from glace_core.network import load_map
+
+        dev = resolve_device(device)
+        if map_path is None or not str(map_path) or str(map_path) == ".":
+            raise FileNotFoundError("map_path is not set: give the GLACE map (head) file to localize against")
+        map_path = Path(map_path).expanduser()
+        if map_path.is_dir():
+            raise FileNotFoundError(f"map_path {map_path} is a directory, not a map file")
+        if not map_path.is_file():
+            raise FileNotFoundError(f"map file not found: {map_path}")
+        model = load_map(map_path, dev)
+        encoder = resolve_map_encoder(encoder_path or None, model.metadata, dev)
+        check_encoder_compatibility(model, encoder)
+        descriptor = None
+        if global_checkpoint:
+            from glace_core.r2former import load_r2former
+
+            descriptor = load_r2former(Path(global_checkpoint).expanduser(), dev, tuple(global_resolution))
+        return cls(encoder, model, dev, descriptor, fast_inference=fast_inference, options=options)
+
+    @property
+    def zero_global_reason(self) -> str | None:
+        """Why the head gets zero global features (None when it has no global input or a descriptor)."""
+        if self.global_channels and self.descriptor is None:
+            return "no global descriptor checkpoint is set"
+        return None
+
+    def resolution(self, image_resolution: int | None = None) -> int:
+        """The network input height for a requested ``image_resolution`` (None/0: the map's)."""
+        return int(image_resolution) if image_resolution else self.trained_resolution
+
+    def refresh_fast_path(self) -> None:
+        """Forget the fast path's snapshot of the weights (rebuilt at the next frame)."""
+        self._predictor = None
+
+    def predict(self, image: torch.Tensor, global_features: torch.Tensor | None,
+                ensemble_candidates: int) -> list[tuple[int, np.ndarray]]:
+        """Normalised gray image (1, 1, H, W) -> ``[(head index, scene coordinates (3, ceil(H/8),
+        ceil(W/8)) float32), ...]``, best-routed head first."""
+        if self._predictor is None:
+            self._predictor = MapPredictor(self.encoder, self.model, fast=self.fast_inference)
+        self._predictor.candidates = int(ensemble_candidates)
+        return [(k, np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32))
+                for k, sc in self._predictor(image.to(self.device), global_features)]
+
+    @property
+    def network_timings(self) -> dict[str, float]:
+        return dict(self._predictor.timings) if self._predictor is not None else {}
+
+    def localize(self, image: np.ndarray, K: np.ndarray, *, options: LocalizerOptions | None = None,
+                 global_features: torch.Tensor | np.ndarray | None = None) -> Localization:
+        """Localise one image.
+
+        image: (H, W, 3) uint8 RGB or (H, W) uint8 gray; K: (3, 3) intrinsics of ``image`` (pixel
+        centres at i + 0.5). ``global_features`` (G,) or (1, G): given features for a head with a
+        global input, instead of the descriptor. Raises LocalizationError for a bad image or K; a
+        failed RANSAC is a Localization with ``success`` False.
+        """
+        opt = options or self.options
+        t0 = time.perf_counter()
+        image = _check_image(image)
+        resolution = self.resolution(opt.image_resolution)
+        try:
+            K = check_K(K, image_size=image.shape[:2])
+            size = resized_shape(image.shape[0], image.shape[1], resolution)
+            if opt.max_input_pixels and size[0] * size[1] > opt.max_input_pixels:
+                raise ValueError(f"an image of {image.shape[1]}x{image.shape[0]} px becomes a {size[1]}x{size[0]} "
+                                 f"network input at image_resolution {resolution}, more than max_input_pixels "
+                                 f"{opt.max_input_pixels} (aspect ratio {max(size) / min(size):.1f}:1)")
+            tensor, K_net = preprocess_image(image, K, resolution=resolution)
+        except ValueError as exc:
+            raise LocalizationError(str(exc)) from exc
+        t1 = time.perf_counter()
+        computed = False
+        if global_features is not None and self.global_channels:
+            g = torch.as_tensor(np.asarray(global_features, dtype=np.float32) if not torch.is_tensor(global_features)
+                                else global_features).reshape(1, -1).float().to(self.device)
+            if g.shape[1] != self.global_channels:
+                raise LocalizationError(f"global features have width {g.shape[1]}, the map expects {self.global_channels}")
+        else:
+            g, computed = self.globals(image, opt.global_mode, int(opt.global_every_n))
+        t2 = time.perf_counter()
+        candidates = self.predict(tensor, g, opt.ensemble_candidates)
+        t3 = time.perf_counter()
+        K_net = np.asarray(K_net, dtype=np.float64)
+        fx, fy, cx, cy = (float(v) for v in (K_net[0, 0], K_net[1, 1], K_net[0, 2], K_net[1, 2]))
+        solved = [(k, sc, dsac_native.estimate_pose(sc, fx, fy, cx, cy, subsampling=self.stride,
+                                                     **opt.ransac.solver_kwargs()))
+                  for k, sc in candidates]
+        head, sc, result = solved[0]
+        for entry in solved[1:]:  # most inliers wins; a success beats a failure; ties keep the earlier
+            if (entry[2].success, entry[2].inlier_count) > (result.success, result.inlier_count):
+                head, sc, result = entry
+        t4 = time.perf_counter()
+        out = self._statistics(sc, result, K_net, opt)
+        t5 = time.perf_counter()
+        out.head_index, out.global_computed = head, computed
+        out.candidates = [(k, int(r.inlier_count) if r.success else 0) for k, _, r in solved]
+        out.timings = {"preprocess": t1 - t0, "global": t2 - t1, **self.network_timings, "ransac": t4 - t3, "statistics": t5 - t4,
+                       "total": t5 - t0}
+        return out
+
+    def _statistics(self, sc: np.ndarray, result, K_net: np.ndarray, opt: LocalizerOptions) -> Localization:
+        num_cells = int(sc.shape[1] * sc.shape[2])
+        pose = np.asarray(result.camera_to_world, dtype=np.float64) if result.success else None
+        if pose is not None and not np.all(np.isfinite(pose)):
+            pose = None
+        mean_err = depth = float("nan")
+        cov = None
+        if pose is not None:
+            stats = reprojection_statistics(sc, pose, K_net, opt.ransac.threshold, self.stride)
+            mean_err, depth = stats["mean_error_px"], stats["median_depth_m"]
+            if stats["inliers"] >= 3:
+                cov = covariance_from_residuals(stats, num_cells, K_net, pose, opt.covariance)
+        return Localization(success=pose is not None, camera_to_world=pose,
+                            inlier_count=int(result.inlier_count), num_cells=num_cells,
+                            mean_inlier_error_px=mean_err, median_inlier_depth_m=depth, covariance=cov,
+                            scene_coordinates=sc, K_network=K_net)

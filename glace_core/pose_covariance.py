@@ -1,0 +1,143 @@
+"""6x6 covariance of a RANSAC pose, from the geometry of the solution, in ROS PoseWithCovariance order.
+
+Parametrisation (what ROS consumers such as robot_localization read): the pose error is
+``(dx, dy, dz, rx, ry, rz)``: the camera centre's displacement in the map frame, then a small
+rotation about the map's fixed axes, ``R_true = Exp(r) R_est``. Row-major 6x6, flattened to 36.
+
+Model (:func:`covariance_from_residuals`): each inlier cell i gives a reprojection residual e_i
+(2-vector, px) whose Jacobian J_i (2x6) with respect to that error is
+
+    c = R^T (p - C)                   (the cell's point in the camera)
+    dc/dC = -R^T,   dc/dr = [c]x R^T
+    du/dc = [[fx/z, 0, -fx x/z^2], [0, fy/z, -fy y/z^2]]
+
+With H = sum_i J_i^T J_i and the per-axis residual variance s^2 = sum_i |e_i|^2 / (2 (N - 6)), the
+least-squares covariance s^2 H^-1 assumes independent residuals. Scene coordinates of neighbouring
+cells are not independent (one network, overlapping receptive fields), so the information does not
+grow with N: the covariance is scaled by N / n_eff, ``n_eff`` (``CovarianceCalibration``) being the
+number of effectively independent observations, fitted on held-out scenes by ``bench/covariance.py``
+(BENCHMARKS.md "Covariance"), and floored per axis. A low inlier ratio (an ambiguous solution)
+inflates it further by 1 / max(ratio, min_inlier_ratio).
+
+:func:`transform_pose_covariance` carries such a covariance to another frame rigidly attached to
+the camera (base_link), with the adjoint of the lever arm.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CovarianceCalibration", "pose_jacobians", "covariance_from_residuals", "transform_pose_covariance",
+           "pose_error_vector", "mahalanobis_squared"]
+
+
+@dataclass(frozen=True)
+class CovarianceCalibration:
+    """Scale and floors of :func:`covariance_from_residuals` (defaults: the fit in BENCHMARKS.md)."""
+
+    effective_observations: float = 12.0  # n_eff: independent observations the inliers are worth
+    min_position_std_m: float = 0.005  # floor of each position standard deviation
+    min_rotation_std_rad: float = math.radians(0.2)  # floor of each rotation standard deviation
+    min_inlier_ratio: float = 0.05  # the inlier ratio's inflation saturates here
+    min_residual_px: float = 0.5  # floor of the residual standard deviation per axis
+
+    def __post_init__(self):
+        for name in ("effective_observations", "min_inlier_ratio"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("min_position_std_m", "min_rotation_std_rad", "min_residual_px"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    """(N, 3) -> (N, 3, 3) cross-product matrices."""
+    z = np.zeros(len(v))
+    return np.stack([np.stack([z, -v[:, 2], v[:, 1]], -1), np.stack([v[:, 2], z, -v[:, 0]], -1),
+                     np.stack([-v[:, 1], v[:, 0], z], -1)], 1)
+
+
+def pose_jacobians(camera_points: np.ndarray, K: np.ndarray, rotation_cam_to_world: np.ndarray) -> np.ndarray:
+    """(N, 2, 6) Jacobians of the projections of (N, 3) camera-frame points with respect to the pose
+    error (dC map frame, r about the map axes); K (3, 3), R (3, 3) camera-to-world."""
+    c = np.asarray(camera_points, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 3:
+        raise ValueError(f"camera_points must be (N, 3), got {c.shape}")
+    Rt = np.asarray(rotation_cam_to_world, dtype=np.float64).T
+    x, y, z = c[:, 0], c[:, 1], c[:, 2]
+    du = np.zeros((len(c), 2, 3))
+    du[:, 0, 0], du[:, 0, 2] = K[0, 0] / z, -K[0, 0] * x / z ** 2
+    du[:, 1, 1], du[:, 1, 2] = K[1, 1] / z, -K[1, 1] * y / z ** 2
+    dc = np.concatenate([np.broadcast_to(-Rt, (len(c), 3, 3)), _skew(c) @ Rt], axis=2)  # (N, 3, 6)
+    return du @ dc
+
+
+def covariance_from_residuals(stats: dict, num_cells: int, K: np.ndarray, camera_to_world: np.ndarray,
+                              calibration: CovarianceCalibration = CovarianceCalibration()) -> np.ndarray:
+    """(36,) covariance of a pose (see the module docstring).
+
+    stats: ``glace_core.localizer.reprojection_statistics`` of the pose (``camera_points`` (N, 3),
+    ``errors`` (N,) px of the inliers); num_cells: cells of the network output; K (3, 3) at network
+    resolution; camera_to_world (4, 4). Needs at least 3 inliers (ValueError otherwise).
+    """
+    cam = np.asarray(stats["camera_points"], dtype=np.float64)
+    err = np.asarray(stats["errors"], dtype=np.float64)
+    n = len(cam)
+    if n < 3 or len(err) != n:
+        raise ValueError(f"need >= 3 inliers with one error each, got {n} points and {len(err)} errors")
+    if num_cells < n:
+        raise ValueError(f"num_cells ({num_cells}) must be >= the inlier count ({n})")
+    c = calibration
+    J = pose_jacobians(cam, K, np.asarray(camera_to_world)[:3, :3]).reshape(-1, 6)
+    H = J.T @ J
+    s2 = max(float(np.sum(err ** 2)) / (2.0 * max(n - 6, 1)), c.min_residual_px ** 2)
+    ratio = max(n / float(num_cells), c.min_inlier_ratio)
+    scale = s2 * n / c.effective_observations / ratio
+    try:
+        cov = scale * np.linalg.inv(H + 1e-12 * np.trace(H) * np.eye(6))
+    except np.linalg.LinAlgError:
+        cov = np.diag([1e6] * 3 + [math.pi ** 2] * 3)
+    cov = 0.5 * (cov + cov.T)
+    floors = [c.min_position_std_m ** 2] * 3 + [c.min_rotation_std_rad ** 2] * 3
+    cov += np.diag(floors)
+    if not np.all(np.isfinite(cov)):
+        cov = np.diag([1e6] * 3 + [math.pi ** 2] * 3)
+    return cov.reshape(36)
+
+
+def transform_pose_covariance(covariance: np.ndarray, lever_arm_world: np.ndarray) -> np.ndarray:
+    """(36,) covariance of a frame B rigidly attached to the camera, from the camera's (36,).
+
+    lever_arm_world: (3,) the vector from the camera centre to B's origin, in the map frame
+    (``R_map_camera @ t_camera_base``). A rotation r about the map axes moves B's origin by
+    r x lever, so ``cov_B = A cov A^T`` with ``A = [[I, -[lever]x], [0, I]]``.
+    """
+    cov = np.asarray(covariance, dtype=np.float64).reshape(6, 6)
+    lever = np.asarray(lever_arm_world, dtype=np.float64).reshape(1, 3)
+    if not (np.all(np.isfinite(cov)) and np.all(np.isfinite(lever))):
+        raise ValueError("covariance and lever arm must be finite")
+    A = np.eye(6)
+    A[:3, 3:] = -_skew(lever)[0]
+    out = A @ cov @ A.T
+    return (0.5 * (out + out.T)).reshape(36)
+
+
+def pose_error_vector(estimate_c2w: np.ndarray, truth_c2w: np.ndarray) -> np.ndarray:
+    """(6,) error of a camera-to-world estimate in this module's parametrisation:
+    (C_true - C_est, r) with R_true = Exp(r) R_est (r as a rotation vector, map axes)."""
+    E, T = np.asarray(estimate_c2w, dtype=np.float64), np.asarray(truth_c2w, dtype=np.float64)
+    dR = T[:3, :3] @ E[:3, :3].T
+    angle = math.acos(max(-1.0, min(1.0, (np.trace(dR) - 1.0) / 2.0)))
+    axis = np.array([dR[2, 1] - dR[1, 2], dR[0, 2] - dR[2, 0], dR[1, 0] - dR[0, 1]])
+    norm = np.linalg.norm(axis)
+    r = np.zeros(3) if norm < 1e-12 else axis / norm * angle
+    return np.concatenate([T[:3, 3] - E[:3, 3], r])
+
+
+def mahalanobis_squared(error: np.ndarray, covariance: np.ndarray) -> float:
+    """e^T C^-1 e for a (6,) error and a (36,) or (6, 6) covariance."""
+    C = np.asarray(covariance, dtype=np.float64).reshape(6, 6)
+    e = np.asarray(error, dtype=np.float64).reshape(6)
+    return float(e @ np.linalg.solve(C, e))

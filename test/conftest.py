@@ -1,0 +1,20 @@
+"""Fixtures shared by several test modules.
+
+``GLACE_TINY_SCENE_DIR`` (optional): a folder where the tiny scene and map are built once and reused
+by later sessions (for working on the node tests); by default each session builds its own.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from relocalizer_scene import TinyScene, build_tiny_scene
+
+
+@pytest.fixture(scope="session")
+def tiny_scene(tmp_path_factory) -> TinyScene:
+    """The tiny synthetic scene and its trained ensemble map (built once per session)."""
+    work = os.environ.get("GLACE_TINY_SCENE_DIR")
+    return build_tiny_scene(Path(work) if work else tmp_path_factory.mktemp("relocalizer_scene"))

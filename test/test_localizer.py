@@ -1,0 +1,189 @@
+"""glace_core.localizer: the one image -> pose path (options, statistics, global modes, candidate selection)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import dsac_native
+import numpy as np
+import pytest
+import torch
+
+from glace_core.encoder_registry import resolve_encoder
+from glace_core.geometry import cell_centres
+from glace_core.head import GlaceHead
+from glace_core.localizer import (LocalizationError, Localizer, LocalizerOptions, RansacOptions,
+                                  reprojection_statistics)
+from glace_core.preprocess import preprocess_image
+from glace_core.r2former import R2FormerDescriptor
+
+
+def _grid_points(pose: np.ndarray, K: np.ndarray, h: int, w: int, depth: np.ndarray, stride: int = 8) -> np.ndarray:
+    """World points (3, h, w) seen at the cell centres (stride·x + stride/2) at ``depth`` (h, w)."""
+    u, v = np.moveaxis(cell_centres(h, w, stride), -1, 0)
+    cam = np.stack([(u - K[0, 2]) / K[0, 0] * depth, (v - K[1, 2]) / K[1, 1] * depth, depth])
+    return (pose[:3, :3] @ cam.reshape(3, -1) + pose[:3, 3:4]).reshape(3, h, w).astype(np.float32)
+
+
+def test_ransac_defaults_are_the_native_solvers():
+    native, ours = dsac_native.Options(), RansacOptions()
+    for f in dataclasses.fields(ours):
+        assert getattr(ours, f.name) == getattr(native, f.name), f.name
+    assert set(ours.solver_kwargs()) == {f.name for f in dataclasses.fields(ours)}
+    with pytest.raises(ValueError, match="threshold"):
+        RansacOptions(threshold=0)
+    with pytest.raises(ValueError, match="hypotheses"):
+        RansacOptions(hypotheses=float("nan"))
+    with pytest.raises(ValueError, match="global_mode"):
+        LocalizerOptions(global_mode="sometimes")
+    with pytest.raises(ValueError, match="ensemble_candidates"):
+        LocalizerOptions(ensemble_candidates=-1)
+
+
+def test_reprojection_statistics_exact_and_with_outliers():
+    rng = np.random.default_rng(0)
+    pose = np.eye(4)
+    pose[:3, 3] = [0.3, -0.2, 1.0]
+    K = np.array([[100.0, 0, 64], [0, 110.0, 48], [0, 0, 1]])
+    depth = rng.uniform(2.0, 4.0, (12, 16))
+    sc = _grid_points(pose, K, 12, 16, depth)
+    s = reprojection_statistics(sc, pose, K, threshold=1.0)
+    assert (s["inliers"], s["valid"]) == (192, 192) and s["mean_error_px"] < 1e-3
+    assert s["median_depth_m"] == pytest.approx(np.median(depth), rel=1e-5)
+    assert s["pixels"].shape == (192, 2) and s["camera_points"].shape == (192, 3)
+    sc[:, :6] += 5.0  # 96 cells far off
+    sc[0, 11, 15] = np.nan  # one invalid cell
+    s = reprojection_statistics(sc, pose, K, threshold=1.0)
+    assert s["valid"] == 191 and s["inliers"] == 95 and s["mean_error_px"] < 1e-3
+    with pytest.raises(ValueError, match="scene_coordinates"):
+        reprojection_statistics(sc[:2], pose, K, 1.0)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    from glace_core.map_files import MapFileError
+
+    with pytest.raises(FileNotFoundError, match="map_path is not set"):
+        Localizer.load("", device="cpu")
+    missing = tmp_path / "no_map.pt"
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        Localizer.load(missing, device="cpu")
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        Localizer.load(tmp_path, device="cpu")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"garbage" * 100)
+    with pytest.raises(MapFileError, match=str(corrupt)):
+        Localizer.load(corrupt, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def global_modules():
+    """A real (random) XFeat-width head with 256-d global input and a small R2Former."""
+    torch.manual_seed(0)
+    encoder = resolve_encoder("xfeat")
+    head = GlaceHead(local_channels=encoder.out_channels, global_channels=256, head_channels=32, num_head_blocks=0)
+    descriptor = R2FormerDescriptor(resolution=(32, 32))
+    return encoder, head, descriptor
+
+
+def _image(seed=0, h=64, w=80):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8), np.array([[70.0, 0, 40], [0, 70.0, 32], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("mode,every_n,expected", [("every_frame", 1, [True] * 5),
+                                                   ("every_n", 2, [True, False, True, False, True]),
+                                                   ("off", 1, [False] * 5)])
+def test_global_descriptor_modes(global_modules, mode, every_n, expected):
+    encoder, head, descriptor = global_modules
+    localizer = Localizer(encoder, head, "cpu", descriptor, options=LocalizerOptions(
+        image_resolution=64, global_mode=mode, global_every_n=every_n, ransac=RansacOptions(hypotheses=8)))
+    computed = []
+    for seed in range(5):
+        image, K = _image(seed)
+        r = localizer.localize(image, K)
+        computed.append(r.global_computed)
+        assert r.scene_coordinates.shape == (3, 8, 10) and r.scene_coordinates.dtype == np.float32
+        assert set(r.timings) >= {"preprocess", "global", "ransac", "total"}
+    assert computed == expected
+
+
+def test_global_reuse_gives_the_descriptor_of_the_computed_frame(global_modules):
+    """every_n reuses the last computed descriptor: frame 1 gets frame 0's, as if it were frame 0's image."""
+    encoder, head, descriptor = global_modules
+    a, K = _image(1)
+    b, _ = _image(2)
+    every3 = LocalizerOptions(image_resolution=64, global_mode="every_n", global_every_n=3)
+    reuse = Localizer(encoder, head, "cpu", descriptor, options=every3)
+    reuse.localize(a, K)
+    reused = reuse.localize(b, K).scene_coordinates
+    fresh = Localizer(encoder, head, "cpu", descriptor, options=LocalizerOptions(image_resolution=64))
+    own = fresh.localize(b, K).scene_coordinates
+    with torch.inference_mode():
+        g_a = descriptor(torch.from_numpy(a).permute(2, 0, 1)[None].float() / 255)
+    tensor, _ = preprocess_image(b, K, resolution=64)
+    assert np.allclose(reused, fresh.predict(tensor, g_a, 1)[0][1], atol=1e-5)
+    assert not np.allclose(reused, own, atol=1e-3)
+    given = fresh.localize(b, K, global_features=g_a[0].numpy())  # glace-eval's features.npy path
+    assert np.allclose(given.scene_coordinates, reused, atol=1e-5) and not given.global_computed
+
+
+def test_zero_global_features_without_a_descriptor(global_modules):
+    encoder, head, _ = global_modules
+    localizer = Localizer(encoder, head, "cpu", None, options=LocalizerOptions(image_resolution=64))
+    assert localizer.zero_global_reason
+    image, K = _image()
+    r = localizer.localize(image, K)
+    tensor, _ = preprocess_image(image, K, resolution=64)
+    assert np.allclose(r.scene_coordinates, localizer.predict(tensor, torch.zeros(1, 256), 1)[0][1], atol=1e-6)
+    assert not r.global_computed
+    with pytest.raises(LocalizationError, match="width 3"):
+        localizer.localize(image, K, global_features=np.zeros(3, np.float32))
+
+
+def test_bad_inputs_raise_localization_errors(global_modules):
+    encoder, head, _ = global_modules
+    localizer = Localizer(encoder, head, "cpu", None)
+    image, K = _image()
+    with pytest.raises(LocalizationError, match="uint8"):
+        localizer.localize(image.astype(np.float32), K)
+    with pytest.raises(LocalizationError, match="too small"):
+        localizer.localize(image[:4, :4], K)
+    bad = K.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(LocalizationError, match="K"):
+        localizer.localize(image, bad)
+
+
+def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
+    """An ensemble whose best-routed head is an impostor (random weights, routed first for the query)
+    and whose second head is the tiny map's real one: RANSAC runs on both, the real head wins with
+    more inliers, and its pose is the one the real head gives on its own."""
+    from glace_core.head_ensemble import HeadEnsemble, routing_descriptor
+    from glace_core.network import load_map
+
+    real = load_map(tiny_scene.map_path)
+    encoder = resolve_encoder(tiny_scene.encoder)
+    good = real.heads[0] if isinstance(real, HeadEnsemble) else real
+    torch.manual_seed(5)
+    impostor = copy.deepcopy(good)
+    with torch.no_grad():
+        for p in impostor.parameters():
+            p.normal_(0.0, 0.05)
+    frame = tiny_scene.frames[tiny_scene.good_frame]
+    tensor, _ = preprocess_image(frame.rgb, frame.K, resolution=tiny_scene.resolution)
+    with torch.inference_mode():
+        query = routing_descriptor(encoder(tensor))  # (1, D)
+    descriptors = torch.cat([query, -query])  # frame 0 (the impostor's) is the query itself
+    ensemble = HeadEnsemble([impostor, good], descriptors, torch.eye(2, dtype=torch.bool)).eval()
+    ensemble.metadata = getattr(real, "metadata", {})
+    options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2)
+    both = Localizer(encoder, ensemble, "cpu", options=options).localize(frame.rgb, frame.K)
+    assert [k for k, _ in both.candidates] == [0, 1], "the impostor must be routed first"
+    assert both.success and both.head_index == 1
+    assert both.candidates[1][1] > both.candidates[0][1]
+    alone = Localizer(encoder, good, "cpu", options=options).localize(frame.rgb, frame.K)
+    assert alone.success and both.inlier_count == alone.inlier_count
+    assert np.allclose(both.camera_to_world, alone.camera_to_world, atol=1e-9)
+    first_only = Localizer(encoder, ensemble, "cpu", options=dataclasses.replace(options, ensemble_candidates=1))
+    r = first_only.localize(frame.rgb, frame.K)
+    assert r.head_index == 0 and r.inlier_count < both.inlier_count
