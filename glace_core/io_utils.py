@@ -1,4 +1,8 @@
-"""Atomic file writes: a killed process never leaves a partial file at the destination."""
+"""Atomic file writes: a killed process never leaves a partial file at the destination.
+
+The file gets the permissions of a plain ``open(path, "w")`` (0666 minus the umask: readable by the
+other users of a robot, such as a service account running the node), not mkstemp's 0600.
+"""
 from __future__ import annotations
 
 import io
@@ -13,6 +17,7 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: s
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
@@ -24,6 +29,12 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: s
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

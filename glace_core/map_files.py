@@ -89,10 +89,12 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
+            culprit = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
             raise MapFileError(
                 f"refusing to load {path}: it holds pickled Python objects that are not plain tensors "
-                f"(only weights-only files are accepted; such a file can run code). "
-                f"Detail: {str(exc).splitlines()[0]}") from exc
+                f"(only weights-only files are accepted, because unpickling such a file can run code"
+                f"{'; ' + culprit if culprit else ''}). Save the state dict of tensors instead "
+                f"(torch.save(model.state_dict(), path))") from None
         raise MapFileError(f"weights file {path} is corrupt: {exc}") from exc
     except Exception as exc:  # torch raises RuntimeError, EOFError, ValueError, ... for damaged files
         first_line = str(exc).splitlines()[0] if str(exc) else ""

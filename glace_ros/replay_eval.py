@@ -36,6 +36,7 @@ import numpy as np
 
 from glace_ros.bag_io import BagError, BagReader
 from glace_ros.bag_to_scene import IMAGE_TYPES, POSE_TYPES, read_pose_topic, resolve_topic
+from glace_ros.relocalizer_params import PARAMETERS_BY_NAME
 from glace_ros.replay_node import NodeProcess, ros_environment
 from glace_ros.replay_player import BagPlayer, Recorder, ReplayError, message_class
 from glace_ros.replay_results import FrameResult, format_table, summarize, write_outputs
@@ -62,6 +63,7 @@ class ReplayOptions:
     frame_timeout: float = 30.0  # lockstep / as fast as possible: seconds to wait for one answer
     resend_timeout: float = 3.0  # lockstep / as fast as possible: re-send an image not received after this
     allow_drops: bool = False  # do not fail when fewer than 90 % of the frames are answered
+    quality_gate: bool = True  # False: the node publishes every pose RANSAC finds, as glace-eval reports them
     image_topic: str | None = None  # None: the bag's only Image/CompressedImage topic
     camera_info_topic: str | None = None  # None: the bag's only CameraInfo topic
     gt_topic: str | None = None  # ground-truth pose topic; default /ground_truth/pose when present
@@ -152,10 +154,16 @@ def node_parameters(opt: ReplayOptions, image_topic: str, info_topic: str, compr
         value = getattr(opt, key)
         if value is not None:
             params[key] = value
+    if not opt.quality_gate:
+        params.update({name: 0 if isinstance(PARAMETERS_BY_NAME[name].default, int) else 0.0 for name in GATE_PARAMETERS})
     if opt.mode != "flood":  # the replay must not lose frames: reliable, and a queue for the frames in flight
         params.update(image_qos="reliable", frame_queue=4)
     return params
 
+
+#: the node's quality gate (all 0: off)
+GATE_PARAMETERS = ("min_inlier_count", "min_inlier_ratio", "max_position_stddev", "max_rotation_stddev",
+                   "max_jump_distance", "max_jump_angle")
 
 #: ReplayOptions fields passed to the node under the same name (when not None)
 FORWARDED_PARAMETERS = ("hypotheses", "threshold", "inlier_alpha", "max_reprojection_error", "seed",
@@ -311,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-inlier-count", type=int, default=None,
                    help="poses with fewer inliers are not published (default: the node's; 0: every pose, "
                         "as glace-eval reports them)")
+    p.add_argument("--no-quality-gate", dest="quality_gate", action="store_false",
+                   help="switch the node's quality gate off (min_inlier_count, min_inlier_ratio, max_*_stddev, "
+                        "max_jump_*): every pose RANSAC finds is published, as glace-eval reports them")
     p.add_argument("--ensemble-candidates", dest="ensemble_candidates", type=int, default=None,
                    help="heads of an ensemble map tried per frame (default: the node's)")
     p.add_argument("--node-params", default=None, help="YAML parameter file for the node (flags override it)")

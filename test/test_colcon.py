@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COLCON = Path(sys.executable).parent / "colcon"
 PY_DIR = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
 EXT_SUFFIX = sysconfig.get_config_var("EXT_SUFFIX")
-ROS_EXECUTABLES = ("relocalizer", "train_map", "replay_eval")
+ROS_EXECUTABLES = ("relocalizer", "relocalizer_lifecycle", "train_map", "replay_eval")
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "build", "install", "log", "dist", "__pycache__", "*.so",
                                      "*.egg-info", ".pytest_cache", "out", "demo_out")
 
@@ -143,8 +143,8 @@ def test_installed_scripts_show_help(workspace, name, package):
 
 
 def test_installed_relocalizer_starts_and_names_a_missing_map(workspace, tmp_path):
-    """The node has no --help: it starts rclpy, reads its parameters and stops with a fatal error
-    naming the map file it cannot open (exit 1), which shows the installed node runs."""
+    """With a map that does not exist, the installed node starts rclpy, reads its parameters and
+    stops with a fatal error naming the file (exit 1): the installed node runs, not only its --help."""
     prefix = workspace / "install" / "glace_ros"
     missing = tmp_path / "no_such_map.pt"
     args = f"--ros-args -r __ns:=/colcon{os.getpid()} -p map_path:={missing}"

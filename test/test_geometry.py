@@ -239,3 +239,17 @@ def test_torch_reprojection_matches_the_numpy_projection():
     assert torch.isfinite(behind).all()  # z clamped: finite pixels behind the camera
     with pytest.raises(ValueError, match=r"world_to_cam must be \(1, 3, 4\)"):
         reproject(torch.zeros(1, 3, 2), torch.eye(4)[None], torch.tensor(K[None]), 0.1)
+
+
+def test_check_K_refuses_implausible_intrinsics_for_the_image():
+    from glace_core.geometry import check_K
+
+    K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    assert check_K(K, image_size=(480, 640)) is not None
+    cases = [((0, 0), 1e-300, "fx"), ((1, 1), 1e9, "fy"), ((0, 2), 5000.0, "cx"), ((1, 2), -400.0, "cy")]
+    for (r, c), value, name in cases:
+        K2 = K.copy()
+        K2[r, c] = value
+        with pytest.raises(ValueError, match=f"{name} = .* implausible for a 640x480 image"):
+            check_K(K2, image_size=(480, 640))
+        check_K(K2)  # without the image size only the structural checks apply

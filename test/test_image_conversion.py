@@ -323,3 +323,22 @@ def test_bad_compressed_and_unconvertible_inputs_raise():
         numpy_to_compressed(np.zeros((2, 2), np.uint16), "jpeg")
     with pytest.raises(ImageConversionError, match="does not describe"):
         numpy_to_compressed(np.zeros((2, 2, 3), np.uint8), "png", encoding="mono8")
+
+
+def test_compressed_size_is_read_from_the_header_before_decoding():
+    import zlib
+
+    from glace_ros.image_conversion import compressed_image_size, decode_for_localization
+
+    for ext in (".png", ".jpg"):
+        ok, data = cv2.imencode(ext, np.zeros((37, 53, 3), np.uint8))
+        assert compressed_image_size(data.tobytes()) == (37, 53)
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    assert compressed_image_size(png) == (20000, 20000)
+    with pytest.raises(ImageConversionError, match="20000x20000"):
+        decode_for_localization(CompressedImage(format="png", data=png), 10_000_000)
+    with pytest.raises(ImageConversionError, match="neither PNG nor JPEG"):
+        compressed_image_size(b"GIF89a" + b"\0" * 20)
+    with pytest.raises(ImageConversionError, match="truncated"):
+        compressed_image_size(png[:20])

@@ -187,3 +187,24 @@ def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
     first_only = Localizer(encoder, ensemble, "cpu", options=dataclasses.replace(options, ensemble_candidates=1))
     r = first_only.localize(frame.rgb, frame.K)
     assert r.head_index == 0 and r.inlier_count < both.inlier_count
+
+
+def test_load_expands_the_home_folder(tmp_path, monkeypatch):
+    from glace_core.map_files import MapFileError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "map.pt").write_bytes(b"not a map" * 10)
+    with pytest.raises(MapFileError, match=str(tmp_path / "map.pt")):  # found (and refused), not "not found"
+        Localizer.load("~/map.pt", device="cpu")
+
+
+def test_max_input_pixels_refuses_extreme_aspect_ratios(global_modules):
+    encoder, head, _ = global_modules
+    localizer = Localizer(encoder, head, "cpu", None, options=LocalizerOptions(image_resolution=64,
+                                                                               max_input_pixels=64 * 128))
+    strip = np.zeros((8, 1600), np.uint8)
+    K = np.array([[800.0, 0, 800], [0, 800.0, 4], [0, 0, 1]])
+    with pytest.raises(LocalizationError, match="max_input_pixels"):
+        localizer.localize(strip, K)
+    image, K = _image()
+    assert localizer.localize(image, K).scene_coordinates.shape == (3, 8, 10)  # 64 x 80 fits

@@ -182,6 +182,7 @@ def test_malicious_pickle_is_refused(tmp_path, writer):
     with pytest.raises(MapFileError, match="refusing to load") as err:
         load_state_dict_file(path)
     assert str(path) in str(err.value)
+    assert "weights_only=False" not in str(err.value) and "likely succeed" not in str(err.value)
     with pytest.raises(MapFileError):
         load_head(path)
     assert not marker.exists()
@@ -270,3 +271,20 @@ def test_encoder_compatibility_checks(tmp_path):
         check_encoder_compatibility(narrow, a)
     with pytest.raises(EncoderMismatchError, match="'xfeat'"):
         check_encoder_compatibility({"head": {"local_channels": 512}, "encoder": {"name": "xfeat"}}, a)
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    """Maps are readable by another service user: the umask decides, as for open(), not mkstemp's 0600."""
+    import os
+
+    from glace_core.io_utils import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "map.pt", b"x")
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "private.pt", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "map.pt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.pt").stat().st_mode & 0o777 == 0o600

@@ -1,8 +1,10 @@
-"""Acceptance tests of the relocalizer node on a live rclpy graph (loopback, per-session DDS domain).
+"""The relocalizer node on a live rclpy graph (loopback, per-session DDS domain): parameters, poses equal
+to the offline evaluation, compressed input, fuzzed input, keep-latest dropping, shutdown, bad maps.
 
-A tiny synthetic scene is generated and a tiny map trained once per session (``tiny_scene``); the
-node runs in-process (``relocalizer_graph.RelocalizerGraph``) or, for start-up and shutdown, as a
-subprocess through ``python -m glace_ros.relocalizer_node``.
+The tiny scene and map come from the session fixture ``tiny_scene`` (conftest.py). The node runs
+in-process (``relocalizer_graph.RelocalizerGraph``) or, for start-up and shutdown, as a subprocess
+through ``python -m glace_ros.relocalizer_node``. Its place in a robot's TF tree is tested in
+test_robot_integration.py; lifecycle, services and hostile inputs in test_node_services.py.
 """
 from __future__ import annotations
 

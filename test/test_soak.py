@@ -8,9 +8,11 @@ the node can localize them (its one-slot buffer must drop the surplus). Checked:
 
 - the node's resident memory (/proc/<pid>/status VmRSS) stays within 5 % of its value after
   warm-up, at every sample and at the end;
-- the node never stalls: the largest gap between consecutive poses stays below a generous multiple
-  of the median processing time, /diagnostics keeps arriving, and every received frame is accounted
-  for as processed or dropped once publishing stops.
+- the node keeps working: it localizes frames throughout, and every received frame is accounted for
+  as processed or dropped once publishing stops.
+
+The largest gap between poses and between /diagnostics messages is printed, not asserted (no timed
+assertions in tests; bench/realtime.py measures latency and stalls).
 
 Run it with ``python -m pytest test/test_soak.py -m slow -s`` to see the numbers.
 """
@@ -47,8 +49,6 @@ WARMUP_PERIOD_S = 0.01  # publishing period until the node has reported its proc
 OVERLOAD = 2.0  # publish this many times faster than the node's measured capacity
 RSS_SAMPLE_S = 0.5
 RSS_TOLERANCE = 0.05
-GAP_FACTOR = 25.0  # max pose gap < GAP_FACTOR x median processing time + GAP_SLACK_S
-GAP_SLACK_S = 1.0
 FRAME_ID = "camera_optical_frame"
 
 
@@ -119,7 +119,7 @@ def soak_scene(tmp_path_factory):
     return build_tiny_scene(Path(work) if work else tmp_path_factory.mktemp("soak_scene"))
 
 
-def test_soak_rss_flat_and_no_stall(soak_scene, tmp_path):
+def test_soak_rss_flat_and_every_frame_accounted(soak_scene, tmp_path):
     scene = soak_scene
     # only frames the offline evaluation localizes: every processed frame should give a pose
     frames = [f for f, n in zip(scene.frames, scene.offline_inliers) if n >= 2 * scene.min_inliers]
@@ -131,6 +131,7 @@ def test_soak_rss_flat_and_no_stall(soak_scene, tmp_path):
     cmd = [sys.executable, "-m", "glace_ros.relocalizer_node", "--ros-args", "-r", f"__ns:=/{ns}",
            "-p", f"map_path:={scene.map_path}", "-p", f"encoder_path:={scene.encoder}",
            "-p", f"image_resolution:={scene.resolution}", "-p", f"min_inlier_count:={scene.min_inliers}",
+           "-p", "max_position_stddev:=0.0", "-p", "max_rotation_stddev:=0.0",  # the gate is tested elsewhere
            "-p", f"image_topic:=/{ns}/camera/image_raw", "-p", f"camera_info_topic:=/{ns}/camera/camera_info"]
     log_path = tmp_path / "node.log"
     log = open(log_path, "wb")
@@ -229,6 +230,4 @@ def test_soak_rss_flat_and_no_stall(soak_scene, tmp_path):
     assert processed >= 0.2 * N_FRAMES / OVERLOAD, d  # the node kept working for the whole run
     # memory stays flat after warm-up
     assert drift <= RSS_TOLERANCE, (rss_warm, rss_samples, rss_end)
-    # no stall: poses and diagnostics kept coming
-    assert max(gaps) < GAP_FACTOR * median_processing_s + GAP_SLACK_S, (max(gaps), median_processing_s)
-    assert max(diag_gaps) < 5.0, max(diag_gaps)
+

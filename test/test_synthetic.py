@@ -2,27 +2,17 @@
 depth and poses, determinism, GL/PyTorch agreement, trajectories, the loader and the CLI."""
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import pytest
+from synthetic_fixtures import backproject as _backproject
+from synthetic_fixtures import gl_or_skip as _gl_or_skip
+from synthetic_fixtures import room_from_json as _room_from_json
 
 from glace_core.dataset import SceneSplit
-from glace_core.synthetic import Camera, Room, make_scene
+from glace_core.synthetic import Camera, make_scene
 from glace_core.synthetic.trajectory import WALL_CLEARANCE
 
 H, W = 60, 80
-
-
-def _gl_or_skip():
-    from glace_core.synthetic.render_process import gl_available
-
-    ok, reason = gl_available()
-    if not ok:
-        if os.environ.get("GLACE_REQUIRE_GL", "") not in ("", "0"):  # make test: setup installed EGL
-            pytest.fail(f"GLACE_REQUIRE_GL is set but no GL context can be made: {reason}")
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="module", params=["torch", "gl"])
@@ -33,23 +23,6 @@ def scene(request, tmp_path_factory):
     info = make_scene(root, seed=5, n_train=6, n_test=3, resolution=(120, 160), backend=request.param)
     assert info.backend == request.param
     return root, info
-
-
-def _room_from_json(root) -> Room:
-    meta = json.loads((root / "scene.json").read_text())["room"]
-    arrays = [np.array([q[k] for q in meta["quads"]]) for k in ("P0", "U", "V")]
-    return Room(np.array(meta["size_m"]), [], np.array(meta["lights"]), *arrays, [q["name"] for q in meta["quads"]])
-
-
-def _backproject(split: SceneSplit, i: int, half_pixel: float = 0.5) -> np.ndarray:
-    """World points (M, 3) of frame i's valid depth pixels, pixel centres at (i + half_pixel)."""
-    depth = split.load_depth_m(i)
-    K, pose = split.intrinsics(i), split.poses[i]
-    v, u = np.nonzero(depth > 0)
-    z = depth[v, u].astype(np.float64)
-    x = (u + half_pixel - K[0, 2]) / K[0, 0] * z
-    y = (v + half_pixel - K[1, 2]) / K[1, 1] * z
-    return np.stack((x, y, z), 1) @ pose[:3, :3].T + pose[:3, 3]
 
 
 def test_loader_reads_scene(scene):
