@@ -13,6 +13,18 @@ import pytest
 from relocalizer_scene import TinyScene, build_tiny_scene
 
 
+@pytest.fixture(scope="module")
+def context():
+    """An rclpy context on this session's DDS domain (relocalizer_graph.make_context), per module."""
+    import rclpy
+
+    from relocalizer_graph import make_context
+
+    ctx = make_context()
+    yield ctx
+    rclpy.shutdown(context=ctx)
+
+
 @pytest.fixture(scope="session")
 def tiny_scene(tmp_path_factory) -> TinyScene:
     """The tiny synthetic scene and its trained ensemble map (built once per session)."""

@@ -9,7 +9,6 @@ import zlib
 
 import numpy as np
 import pytest
-import rclpy
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
@@ -20,18 +19,11 @@ from glace_core.map_files import sidecar_path
 from glace_ros.image_conversion import numpy_to_image
 from glace_ros.relocalizer_lifecycle import RelocalizerLifecycleNode
 
-from relocalizer_graph import RelocalizerGraph, camera_info_msg, make_context
+from relocalizer_graph import RelocalizerGraph
 
 pytestmark = pytest.mark.ros
 
 _count = iter(range(10_000))
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = make_context()
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 @pytest.fixture

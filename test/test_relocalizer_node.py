@@ -17,25 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.parameter import Parameter
 
 from glace_ros.image_conversion import numpy_to_compressed, numpy_to_image
-from glace_ros.pose_messages import pose_to_matrix, transform_stamped_from_matrix, transform_to_matrix
+from glace_ros.pose_messages import pose_to_matrix, transform_to_matrix
 from glace_ros.relocalizer_params import PARAMETERS
 
-from relocalizer_graph import RelocalizerGraph, camera_info_msg, group_tf, make_context, session_domain_id
+from relocalizer_graph import RelocalizerGraph, camera_info_msg, group_tf, session_domain_id
 from relocalizer_scene import pose_error
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = make_context()
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 _counter = iter(range(10_000))

@@ -10,7 +10,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.serialization import serialize_message
@@ -20,7 +19,7 @@ from glace_ros.image_conversion import numpy_to_image
 from glace_ros.qos import pose_qos, reliable_image_qos
 from glace_ros.replay_player import BagPlayer, Recorder
 
-from relocalizer_graph import RelocalizerGraph, camera_info_msg, header, make_context
+from relocalizer_graph import RelocalizerGraph, camera_info_msg, header
 
 pytestmark = pytest.mark.ros
 _count = iter(range(1000))
@@ -38,13 +37,6 @@ class LossyPublisher:
         self.calls += 1
         if not lost:
             self.publisher.publish(data)
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = make_context()
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-import rclpy
 from tf2_msgs.msg import TFMessage
 
 from glace_core.geometry import invert_pose
@@ -22,7 +21,7 @@ from glace_ros.image_conversion import numpy_to_image
 from glace_ros.pose_messages import pose_to_matrix, transform_stamped_from_matrix, transform_to_matrix
 from glace_ros.stamps import stamp_to_ns
 
-from relocalizer_graph import RelocalizerGraph, camera_info_msg, make_context
+from relocalizer_graph import RelocalizerGraph
 
 pytestmark = pytest.mark.ros
 
@@ -70,13 +69,6 @@ class Robot:
     def stop(self):
         self._stop.set()
         self._thread.join(2.0)
-
-
-@pytest.fixture(scope="module")
-def context():
-    ctx = make_context()
-    yield ctx
-    rclpy.shutdown(context=ctx)
 
 
 _count = iter(range(10_000))

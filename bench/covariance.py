@@ -1,0 +1,119 @@
+"""Is the pose covariance calibrated? Mahalanobis distances of the real errors, held-out scenes.
+
+    . scripts/env.sh && python bench/covariance.py [--work /tmp/glace_bench] [--fit]
+
+Scenes (cached in ``--work``, bench/bench_scenes.py): three held-out synthetic rooms (seeds 100,
+101, 102) and one real-style variant (sparse texture, changed test lighting, seed 103), each mapped
+with the cpu preset. Every test frame goes through ``glace_core.localizer.Localizer`` (the node's
+path, default options); frames the node would publish by inlier count (``min_inlier_count``, 100)
+are scored: the 6-DoF error vector e (``pose_error_vector``: position in the map frame, rotation
+about the map axes) against the published covariance C, d^2 = e^T C^-1 e.
+
+A calibrated 6-DoF covariance gives a median d^2 of about 5.35 (the chi^2(6) median; target 3-8) and
+>= 90 % of frames inside the chi^2(6) 95 % bound (12.59). Printed per scene, with the default
+calibration (``CovarianceCalibration``) and, with ``--fit``, with ``n_eff`` refitted
+leave-one-scene-out (fitted on the other scenes, scored on this one), so the figure for each
+scene is out of sample. The last line gives the ``n_eff`` fitted on all scenes.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_scenes import scene, trained_map  # noqa: E402
+
+from glace_core.dataset import SceneSplit  # noqa: E402
+from glace_core.localizer import Localizer, reprojection_statistics  # noqa: E402
+from glace_core.pose_covariance import (CovarianceCalibration, covariance_from_residuals,  # noqa: E402
+                                        mahalanobis_squared, pose_error_vector)
+
+CHI2_6_MEDIAN, CHI2_6_95 = 5.348, 12.592
+MIN_INLIERS = 100  # the node's min_inlier_count
+SCENES = [("s100", 100, []), ("s101", 101, []), ("s102", 102, []),
+          ("s103_sparse_light", 103, ["--texture", "sparse", "--test-lighting", "changed"])]
+
+
+def frame_stats(scene_dir: Path, map_path: Path) -> list[dict]:
+    """Per scored frame: the residual statistics, cells, K, estimate and ground truth."""
+    localizer = Localizer.load(map_path, device="cpu")
+    split = SceneSplit(scene_dir, "test")
+    out = []
+    for i in range(len(split)):
+        loc = localizer.localize(split.load_rgb(i), split[i].K)
+        if not loc.success or loc.inlier_count < MIN_INLIERS:
+            continue
+        stats = reprojection_statistics(loc.scene_coordinates, loc.camera_to_world, loc.K_network,
+                                        localizer.options.ransac.threshold, localizer.stride)
+        if stats["inliers"] >= 3:
+            out.append({"stats": stats, "cells": loc.num_cells, "K": loc.K_network, "est": loc.camera_to_world,
+                        "gt": np.asarray(split[i].pose, np.float64), "frames": len(split)})
+    return out
+
+
+def distances(frames: list[dict], calibration: CovarianceCalibration) -> np.ndarray:
+    return np.array([mahalanobis_squared(pose_error_vector(f["est"], f["gt"]),
+                                         covariance_from_residuals(f["stats"], f["cells"], f["K"], f["est"],
+                                                                   calibration)) for f in frames])
+
+
+def fit_n_eff(frames: list[dict], base: CovarianceCalibration) -> float:
+    """n_eff whose median d^2 over ``frames`` is the chi^2(6) median (bisection in log space; d^2
+    grows with n_eff)."""
+    lo, hi = 0.01, 1e5
+    for _ in range(60):
+        mid = (lo * hi) ** 0.5
+        med = np.median(distances(frames, dataclasses.replace(base, effective_observations=mid)))
+        lo, hi = (mid, hi) if med < CHI2_6_MEDIAN else (lo, mid)
+    return (lo * hi) ** 0.5
+
+
+def summary(d2: np.ndarray) -> str:
+    return (f"median d^2 {np.median(d2):6.2f} | inside chi2(6) 95 % {100 * np.mean(d2 <= CHI2_6_95):5.1f} % | "
+            f"mean {np.mean(d2):8.1f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", type=Path, default=Path("/tmp/glace_bench"), help="cache of scenes and maps")
+    p.add_argument("--fit", action="store_true", help="also refit n_eff leave-one-scene-out")
+    args = p.parse_args(argv)
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    base = CovarianceCalibration()
+    per_scene = {}
+    for name, seed, flags in SCENES:
+        root = scene(args.work, name, seed, flags)
+        map_path, _ = trained_map(root)
+        per_scene[name] = frame_stats(root, map_path)
+    print(f"default calibration: {base}")
+    print("| scene | frames scored | default: median d^2 | inside 95 % | leave-one-out n_eff | median d^2 | inside 95 % |")
+    print("|---|---|---|---|---|---|---|")
+    everything = []
+    for name, frames in per_scene.items():
+        d2 = distances(frames, base)
+        row = f"| {name} | {len(frames)} of {frames[0]['frames'] if frames else 0} | {np.median(d2):.2f} | " \
+              f"{100 * np.mean(d2 <= CHI2_6_95):.0f} % |"
+        if args.fit:
+            others = [f for other, fs in per_scene.items() if other != name for f in fs]
+            n_eff = fit_n_eff(others, base)
+            d2_out = distances(frames, dataclasses.replace(base, effective_observations=n_eff))
+            row += f" {n_eff:.1f} | {np.median(d2_out):.2f} | {100 * np.mean(d2_out <= CHI2_6_95):.0f} % |"
+        else:
+            row += " | | |"
+        print(row)
+        everything += frames
+    print(f"all scenes, default calibration: {summary(distances(everything, base))}")
+    if args.fit:
+        n_eff = fit_n_eff(everything, base)
+        print(f"n_eff fitted on all scenes: {n_eff:.2f} -> {summary(distances(everything, dataclasses.replace(base, effective_observations=n_eff)))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
