@@ -112,8 +112,8 @@ def test_test_camera_intrinsics_written_and_used(variants):
 
 def test_offset_and_yaw_measured_between_train_and_test(variants):
     base, moved = SceneSplit(variants["base"].root, "test"), SceneSplit(variants["moved"].root, "test")
-    achieved = np.array(json.loads((variants["moved"].root / "scene.json").read_text())["test_displacement"]["offset_m"])
-    yaws = np.array(json.loads((variants["moved"].root / "scene.json").read_text())["test_displacement"]["yaw_deg"])
+    moves = json.loads((variants["moved"].root / "scene.json").read_text())["test_displacement"]
+    achieved, yaws = np.array(moves["offset_m"]), np.array(moves["yaw_deg"])
     np.testing.assert_allclose(variants["moved"].test_displacement[:, 0], achieved)
     assert np.all(achieved <= 0.3 + 1e-12) and np.mean(achieved == 0.3) >= 0.5 and np.all(yaws == 20.0)
     for i in range(len(base)):

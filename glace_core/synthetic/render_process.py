@@ -159,7 +159,7 @@ class GLProcessRenderer:
 
 def gl_available(room: Room | None = None) -> tuple[bool, str]:
     """Whether a GL context can be made (checked in a child process) and, if not, why."""
-    from glace_core.synthetic.room import build_room
+    from glace_core.synthetic.build import build_room
 
     try:
         GLProcessRenderer(room or build_room(0, texels_per_m=20), Camera.default(16, 16)).close()

@@ -60,8 +60,9 @@ class TorchRenderer:
         base = origin + t.clamp(max=1e3)[:, None] * dirs
         d_point = ((P0 - origin) * n).sum(1)
         feet = []
-        for axis in (0, 1):  # the neighbouring pixel's ray: d + R[:, axis] / f
-            d2 = dirs + R[:, axis] / self.camera.focal
+        K = self.camera.K
+        for axis in (0, 1):  # the neighbouring pixel's ray: d + R[:, axis] / f (fx, then fy)
+            d2 = dirs + R[:, axis] / float(K[axis, axis])
             denom = (d2 * n).sum(1)
             t2 = d_point / torch.where(denom.abs() > 1e-12, denom, torch.ones_like(denom))
             delta = origin + t2[:, None] * d2 - base

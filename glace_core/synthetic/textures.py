@@ -75,7 +75,7 @@ def load_photos() -> tuple[np.ndarray, ...]:
     return tuple(photos)
 
 
-def _patch(photo: np.ndarray, out_h: int, out_w: int, rng: np.random.Generator) -> np.ndarray:
+def photo_patch(photo: np.ndarray, out_h: int, out_w: int, rng: np.random.Generator) -> np.ndarray:
     """A random crop of ``photo`` resized to (out_h, out_w, 3) uint8, flipped and colour-shifted."""
     import cv2
 
@@ -106,7 +106,7 @@ def collage(height: int, width: int, texels_per_m: float, rng: np.random.Generat
     if height < 1 or width < 1:
         raise ValueError(f"collage size must be positive, got {height}x{width}")
     photos = load_photos()
-    canvas = _patch(photos[int(rng.integers(len(photos)))], height, width, rng)
+    canvas = photo_patch(photos[int(rng.integers(len(photos)))], height, width, rng)
     area_m2 = height * width / texels_per_m ** 2
     n_patches = int(np.ceil(3.0 * area_m2 / 0.45)) + 2
     for _ in range(n_patches):
@@ -115,7 +115,7 @@ def collage(height: int, width: int, texels_per_m: float, rng: np.random.Generat
         ph, pw = max(4, min(height, int(side_h))), max(4, min(width, int(side_w)))
         y0 = int(rng.integers(-ph // 3, max(height - 2 * ph // 3, -ph // 3 + 1)))
         x0 = int(rng.integers(-pw // 3, max(width - 2 * pw // 3, -pw // 3 + 1)))
-        patch = _patch(photos[int(rng.integers(len(photos)))], ph, pw, rng)
+        patch = photo_patch(photos[int(rng.integers(len(photos)))], ph, pw, rng)
         if rng.random() < 0.4:
             b = max(1, int(0.015 * texels_per_m))
             patch[:b], patch[-b:], patch[:, :b], patch[:, -b:] = 20, 20, 20, 20

@@ -183,3 +183,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "use_aug": False,
     },
 }
+#: ``quality``: the cpu preset with augmentation (scale, rotation, brightness, contrast) and twice the
+#: iterations per head: about 2x its mapping time, for views further from the mapping run, other
+#: cameras and other light (BENCHMARKS.md "Hard scenes").
+PRESETS["quality"] = {**PRESETS["cpu"], "use_aug": True, "max_iterations": 2000}
