@@ -2,9 +2,9 @@
 
     . scripts/env.sh && python bench/covariance.py [--work /tmp/glace_bench] [--fit]
 
-Scenes (cached in ``--work``, bench/bench_scenes.py): three held-out synthetic rooms (seeds 100,
-101, 102) and one real-style variant (sparse texture, changed test lighting, seed 103), each mapped
-with the cpu preset. Every test frame goes through ``glace_core.localizer.Localizer`` (the node's
+Scenes (cached in ``--work`` and shared with bench/hard_scenes.py, bench/bench_scenes.py): three
+held-out synthetic rooms (the ``dense``, ``lighting`` and ``blur`` variants of hard_scenes) and one
+real-style variant (``sparse``: painted walls, few pictures), each mapped with the cpu preset. Every test frame goes through ``glace_core.localizer.Localizer`` (the node's
 path, default options); frames the node would publish by inlier count (``min_inlier_count``, 100)
 are scored: the 6-DoF error vector e (``pose_error_vector``: position in the map frame, rotation
 about the map axes) against the published covariance C, d^2 = e^T C^-1 e.
@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_scenes import scene, trained_map  # noqa: E402
+from hard_scenes import VARIANTS  # noqa: E402
 
 from glace_core.dataset import SceneSplit  # noqa: E402
 from glace_core.localizer import Localizer, reprojection_statistics  # noqa: E402
@@ -36,8 +37,7 @@ from glace_core.pose_covariance import (CovarianceCalibration, covariance_from_r
 
 CHI2_6_MEDIAN, CHI2_6_95 = 5.348, 12.592
 MIN_INLIERS = 100  # the node's min_inlier_count
-SCENES = [("s100", 100, []), ("s101", 101, []), ("s102", 102, []),
-          ("s103_sparse_light", 103, ["--texture", "sparse", "--test-lighting", "changed"])]
+SCENES = ("dense", "lighting", "blur", "sparse")
 
 
 def frame_stats(scene_dir: Path, map_path: Path) -> list[dict]:
@@ -87,8 +87,9 @@ def main(argv=None) -> int:
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     base = CovarianceCalibration()
     per_scene = {}
-    for name, seed, flags in SCENES:
-        root = scene(args.work, name, seed, flags)
+    for name in SCENES:
+        seed, flags = VARIANTS[name]
+        root = scene(args.work, f"hard_{name}", seed, flags)
         map_path, _ = trained_map(root)
         per_scene[name] = frame_stats(root, map_path)
     print(f"default calibration: {base}")

@@ -48,7 +48,7 @@ VARIANTS = {
 def ours(scene_dir: Path, preset: str) -> dict:
     """Accuracy and time per frame of a ``preset`` map through the Localizer."""
     from glace_core.dataset import SceneSplit
-    from glace_core.geometry import accuracy_table, pose_errors
+    from glace_core.geometry import pose_errors
     from glace_core.localizer import Localizer
 
     map_path, mapping_s = trained_map(scene_dir, preset)

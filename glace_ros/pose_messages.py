@@ -31,20 +31,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------- rotations
 
-def _check_matrix(T: np.ndarray, name: str) -> np.ndarray:
-    T = np.asarray(T, dtype=np.float64)
-    if T.shape != (4, 4):
-        raise ValueError(f"{name} must be a (4, 4) rigid transform, got shape {T.shape}")
-    if not np.all(np.isfinite(T)):
-        raise ValueError(f"{name} has non-finite entries")
-    R = T[:3, :3]
-    err = np.abs(R.T @ R - np.eye(3)).max()
-    if err > 1e-3 or np.linalg.det(R) < 0:
-        raise ValueError(f"{name}[:3, :3] is not a rotation (max |RᵀR - I| = {err:.2e}, "
-                         f"det = {np.linalg.det(R):.3f})")
-    return T
-
-
 def rotation_matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     """(3, 3) rotation -> (4,) unit quaternion in ROS order (x, y, z, w), w >= 0
     (``glace_core.geometry.rotation_matrix_to_quaternion``, reordered)."""
@@ -65,7 +51,7 @@ def matrix_to_pose(T: np.ndarray):
     """(4, 4) rigid transform -> geometry_msgs/Pose."""
     from geometry_msgs.msg import Point, Pose, Quaternion
 
-    T = _check_matrix(T, "pose")
+    T = geometry.validate_pose(T, "pose")
     x, y, z, w = rotation_matrix_to_quaternion(T[:3, :3])
     return Pose(position=Point(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
                 orientation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w)))
@@ -73,7 +59,7 @@ def matrix_to_pose(T: np.ndarray):
 
 def pose_to_text(T: np.ndarray) -> str:
     """A (4, 4) pose as readable text: position in m and roll/pitch/yaw (fixed axes) in degrees."""
-    T = _check_matrix(T, "pose")
+    T = geometry.validate_pose(T, "pose")
     R = T[:3, :3]
     roll, pitch = math.atan2(R[2, 1], R[2, 2]), math.asin(max(-1.0, min(1.0, -R[2, 0])))
     yaw = math.atan2(R[1, 0], R[0, 0])
@@ -95,7 +81,7 @@ def matrix_to_transform(T: np.ndarray):
     """(4, 4) rigid transform -> geometry_msgs/Transform."""
     from geometry_msgs.msg import Quaternion, Transform, Vector3
 
-    T = _check_matrix(T, "transform")
+    T = geometry.validate_pose(T, "transform")
     x, y, z, w = rotation_matrix_to_quaternion(T[:3, :3])
     return Transform(translation=Vector3(x=float(T[0, 3]), y=float(T[1, 3]), z=float(T[2, 3])),
                      rotation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w)))
@@ -150,8 +136,8 @@ def transform_stamped_from_matrix(parent_T_child: np.ndarray, stamp: Any, parent
 
 def map_to_odom(map_T_camera: np.ndarray, odom_T_camera: np.ndarray) -> np.ndarray:
     """map_T_odom (4, 4) such that map_T_odom · odom_T_camera = map_T_camera."""
-    map_T_camera = _check_matrix(map_T_camera, "map_T_camera")
-    odom_T_camera = _check_matrix(odom_T_camera, "odom_T_camera")
+    map_T_camera = geometry.validate_pose(map_T_camera, "map_T_camera")
+    odom_T_camera = geometry.validate_pose(odom_T_camera, "odom_T_camera")
     return map_T_camera @ geometry.invert_pose(odom_T_camera)
 
 

@@ -199,3 +199,15 @@ def test_the_cpu_preset_map_is_an_ensemble_whose_heads_fit_their_clusters(scene,
     # with one candidate a training frame is answered by a head it trained
     assert all(member[k, i] for i, k in enumerate(chosen))
     assert result.summary["median_t_cm"] < 10.0
+
+
+def test_output_names_without_a_session(tmp_path):
+    """poses_<scene>.txt and test_<scene>.txt (not poses_<scene>_.txt) when no session is given."""
+    from glace_core.evaluation import EvalResult, FrameRecord, summarize, write_eval_outputs
+
+    frames = [FrameRecord("f0", "f0.png", np.eye(4), True, 50, 0.01, 0.5, {"network": 0.02})]
+    result = EvalResult("room", frames, summarize(frames))
+    poses, test = write_eval_outputs(result, tmp_path / "map.pt")
+    assert (poses.name, test.name) == ("poses_room.txt", "test_room.txt")
+    poses, test = write_eval_outputs(result, tmp_path / "map.pt", session="run2")
+    assert (poses.name, test.name) == ("poses_room_run2.txt", "test_room_run2.txt")
