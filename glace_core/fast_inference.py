@@ -16,10 +16,26 @@ computes (within float32 round-off, <= 1e-4 relative) with these changes, each m
   cached per (image shape, global shape); a trace that fails falls back to the eager channels-last
   path (logged once).
 
+- **bf16** (``FastInferenceConfig.precision="bf16"``, chosen by ``glace_core.cpu_features`` on
+  CPUs with AVX512_BF16 or AMX): :func:`to_bfloat16` makes every convolution and linear layer compute
+  in bfloat16 (weights converted once, the input cast by a forward pre-hook that the trace records;
+  batch norm after a convolution is folded into it in float32 first) except the heads' output layers
+  (:data:`FP32_LAYERS`: ``fc3``, ``fcc``), which cast their input back to float32; buffers (the mean,
+  the decoder centres) and normalisation layers stay float32. Measured in issue 17 on an AVX512_BF16
+  CPU (ACE encoder + paper head): the median cell moves 0.41 cm with every layer in bf16, 0.13 cm
+  with fc3 in fp32. On the tiny XFeat test map (emulated bf16 on AVX2) the cells move ~0.5 % of their
+  depth, mostly from the encoder (median 3.0 cm with only the encoder in bf16, 0.6 cm with only the
+  heads). Autocast cannot keep fc3 in fp32 inside a traced graph (a region with autocast disabled is
+  ignored by ``torch.jit.trace``), hence the casts by hand. Not within 1e-4 of fp32: the poses are
+  checked against fp32 instead (test/test_precision.py).
+
 Kept out on purpose: the 1x1 head as ``torch.addmm`` on (HW, C) rows (MKL's sgemm reaches about
 half of oneDNN's convolution throughput on this AMD CPU: measured slower), ``torch.compile``
-(not measured: the frozen graph already runs the convolutions at oneDNN's rate), reduced precision
-(not within 1e-4). On CUDA the wrapper runs the plain modules (the caller's autocast applies).
+(not measured: the frozen graph already runs the convolutions at oneDNN's rate). The candidate heads
+of an ensemble as one batched call (``torch.baddbmm`` over stacked weights, or one grouped
+convolution per pair of heads, frozen): 1.6-2.0x and 1.1-1.2x the time of the per-head frozen graphs
+at 30x40 to 60x80 cells (2 shared AVX2 cores, load 4-5), so the heads run one by one. On CUDA the wrapper runs the plain
+modules (the caller's autocast applies).
 
 ``FastModule`` applies the same (channels-last copy, frozen graph per input shape) to one module:
 ensemble maps (``glace_core.map_predictor``) run the encoder once and then only the routed heads,
@@ -38,7 +54,13 @@ from torch import nn
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["FastInferenceConfig", "FoldedHead", "FastModule", "FastRegressor", "freeze_for_inference"]
+__all__ = ["FP32_LAYERS", "FastInferenceConfig", "FoldedHead", "FastModule", "FastRegressor", "freeze_for_inference",
+           "to_bfloat16"]
+
+#: Layers (attribute names) kept in float32 under bf16: the heads' output projections.
+FP32_LAYERS = ("fc3", "fcc")
+#: What ``FastInferenceConfig.precision`` accepts (``glace_core.cpu_features.resolve_precision`` gives it).
+GRAPH_PRECISIONS = ("fp32", "bf16")
 
 
 def freeze_for_inference(module: nn.Module, args: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
@@ -63,6 +85,11 @@ class FastInferenceConfig:
     freeze: bool = True  # torch.jit trace + freeze + optimize_for_inference, cached per input shape
     max_cached_shapes: int = 4  # traced graphs kept (one per image size)
     num_threads: int = 0  # >0: torch.set_num_threads at construction; 0: leave torch's setting
+    precision: str = "fp32"  # "bf16": to_bfloat16 (convolutions in bf16, FP32_LAYERS in fp32)
+
+    def __post_init__(self):
+        if self.precision not in GRAPH_PRECISIONS:
+            raise ValueError(f"precision must be one of {GRAPH_PRECISIONS}, got {self.precision!r}")
 
 
 def _conv_parts(conv: nn.Conv2d, split: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -108,12 +135,12 @@ class FoldedHead(nn.Module):
         """features ``(N, C, h, w)`` float32; global_features ``(N, G)`` (None without global input)."""
         if self.global_channels:
             n = features.shape[0]
-            gvec = global_features.to(features.dtype)
+            gvec = global_features.to(self.first_global_weight.dtype)  # the folded biases are float32
             first_bias = F.linear(gvec, self.first_global_weight, self.first_global_bias)[:, :, None, None]
             y = F.relu(self.first(features) + first_bias)
             if self.identity_skip:
                 shape = (n, self.global_channels, features.shape[2], features.shape[3])
-                skip = torch.cat((gvec[:, :, None, None].expand(shape), features), dim=1)
+                skip = torch.cat((gvec.to(features.dtype)[:, :, None, None].expand(shape), features), dim=1)
             else:
                 skip_bias = F.linear(gvec, self.skip_global_weight, self.skip_global_bias)[:, :, None, None]
                 skip = self.skip(features) + skip_bias
@@ -158,12 +185,62 @@ class _GraphCache:
         return graph
 
 
+def _cast_input(dtype: torch.dtype):
+    """A forward pre-hook casting the floating-point inputs of a layer to ``dtype``."""
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    return hook
+
+
+def _fold_batch_norms(module: nn.Module) -> None:
+    """In place: every eval BatchNorm2d right after a Conv2d in an nn.Sequential folded into the conv."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
+                    and not bn.training and not conv.training):
+                seq[i], seq[i + 1] = fuse_conv_bn_eval(conv, bn), nn.Identity()
+
+
+def to_bfloat16(module: nn.Module, keep_float: tuple[str, ...] = FP32_LAYERS) -> nn.Module:
+    """``module`` (float32, eval) made to compute in bfloat16, in place; returns it.
+
+    Every Conv2d and Linear gets bf16 weights and casts its input to bf16, except those whose
+    attribute name is in ``keep_float`` (float32 weights, input cast to float32). Batch norm after a
+    convolution is folded into it first (in float32); buffers and other layers keep their dtype, so
+    mixed arithmetic promotes to float32 (e.g. a float32 bias added to a bf16 activation) until the
+    next layer casts back. The casts are forward pre-hooks, which ``torch.jit.trace`` records."""
+    _fold_batch_norms(module)
+    for name, layer in module.named_modules():
+        if not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            continue
+        dtype = torch.float32 if name.rsplit(".", 1)[-1] in keep_float else torch.bfloat16
+        layer.to(dtype)
+        layer.register_forward_pre_hook(_cast_input(dtype))
+    return module
+
+
 def _prepare(module: nn.Module, config: FastInferenceConfig) -> nn.Module:
-    """A frozen float32 eval copy of ``module`` (channels-last when configured)."""
+    """A frozen eval copy of ``module`` in ``config.precision`` (channels-last when configured)."""
     net = module.float().eval()
     for p in net.parameters():
         p.requires_grad_(False)
+    if config.precision == "bf16":
+        to_bfloat16(net)
     return net.to(memory_format=torch.channels_last) if config.channels_last else net
+
+
+def _input(a: torch.Tensor, device: torch.device, config: FastInferenceConfig) -> torch.Tensor:
+    """A graph input: on ``device``, float32 (bf16 graphs: floating inputs keep their dtype, the layers
+    cast), channels-last when 4-D and configured."""
+    keep = config.precision == "bf16" and a.is_floating_point()
+    a = a.to(device) if keep else a.to(device, torch.float32)
+    if config.channels_last and a.ndim == 4:
+        return a.contiguous(memory_format=torch.channels_last)
+    return a.contiguous()
 
 
 class FastModule:
@@ -180,10 +257,7 @@ class FastModule:
         self._cache = _GraphCache(self._net, config.max_cached_shapes)
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
-        args = tuple(a.to(self.device, torch.float32) for a in args)
-        if self.config.channels_last:
-            args = tuple(a.contiguous(memory_format=torch.channels_last) if a.ndim == 4 else a.contiguous()
-                         for a in args)
+        args = tuple(_input(a, self.device, self.config) for a in args)
         with torch.no_grad():
             graph = self._cache.get(args) if self.config.freeze and not self._cache.failed else None
             return graph(*args) if graph is not None else self._net(*args)
@@ -237,9 +311,7 @@ class FastRegressor:
         if not self._cpu or (gvec is not None and gvec.ndim != 2):
             with torch.inference_mode():  # CUDA, or per-pixel global features: the plain modules
                 return self.head(self.encoder(image), gvec)
-        image = image.to(self.device, torch.float32)
-        if self.config.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
+        image = _input(image.float(), self.device, self.config)
         if gvec is not None:
             gvec = gvec.to(self.device, torch.float32).contiguous()
         args = (image,) if gvec is None else (image, gvec)

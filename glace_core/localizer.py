@@ -7,12 +7,18 @@ the benchmarks all localise through ``Localizer.localize``. One frame goes throu
    resolution by default, else the reference's 480), grayscale, normalised; K scaled alike.
 2. The global descriptor, for heads with a global input (:class:`GlobalDescriptorSource`):
    features given by the caller (a split's ``features.npy``), or R2Former on the RGB image every
-   frame, every N frames (reused in between), or never (zeros, which lowers a GLACE map's accuracy).
+   frame, every N frames (reused in between), in the background (its own thread, at most every N
+   frames; the frame uses the latest finished descriptor and never waits, except the first frame,
+   which computes its own), or never (zeros, which lowers a GLACE map's accuracy).
 3. ``MapPredictor``: scene coordinates (3, h, w) per candidate head (one for a single head; the
-   ``ensemble_candidates`` best-routed heads of an ensemble map).
+   ``ensemble_candidates`` best-routed heads of an ensemble map), in ``LocalizerOptions.precision``
+   on the CPU fast path (``glace_core.cpu_features``: bf16 where the CPU has it under "auto").
 4. ``dsac_native.estimate_pose`` on every candidate with the full fx, fy, cx, cy of the network
    K; the candidate with the most inliers wins (a successful pose beats a failed one; ties keep
-   the better-routed head), ACE's rule for ensembles.
+   the better-routed head), ACE's rule for ensembles. With several candidates and
+   ``ransac.num_threads`` 0 (all cores) the candidates are solved at the same time, one thread
+   each, the cores shared among them (the solver releases the GIL; each solve has its own random
+   generator from the seed, so the poses are those of the solves one after another).
 5. The residuals of the winner's cells under its pose (:func:`reprojection_statistics`) and the
    6x6 pose covariance from them (``glace_core.pose_covariance``).
 
@@ -22,6 +28,23 @@ once, in ``dsac_native/include/dsac_native/types.hpp``.
 
 Poses are camera-to-world (4, 4) float64 in OpenCV optical axes (x right, y down, z forward).
 A ``Localizer`` is not thread-safe (the every-N descriptor cache and the fast path are state).
+
+Threads (measured on 2 shared AMD EPYC cores, AVX2, other jobs running: load average 3.3-4.2;
+interleaved A/B in one run, medians; rough, the load changes from minute to minute):
+
+- torch's OpenMP threads should sleep between layers (``OMP_WAIT_POLICY=PASSIVE``, set by
+  ``scripts/env.sh`` and the launch file; it has to be in the environment before torch loads).
+  Spinning, encoder + 2 heads at 480x640 took 1167 ms per frame, passive 88 ms; with one torch
+  thread 89 ms (spinning) / 80 ms (passive).
+- RANSAC of 2 candidates at 60x80 cells (synthetic, 50 % / 80 % outliers): one thread each
+  against one after another with all cores: 0.56x with a core to spare (load 4.2, 6.8 against
+  12.2 ms), 1.03x when the other jobs took both cores (load 3.3, passive OpenMP, 4.1 against
+  4.0 ms). Kept: it never cost more than the noise, and the poses are identical.
+- The background descriptor runs at nice ``global_descriptors.BACKGROUND_NICE``: network part of the pose path
+  (480x640, R2Former at 480x640 on its thread, passive OpenMP) 1.06-1.16x of no descriptor at all,
+  against 2.4-2.6x at nice 0 and a 1.2-1.5 s stall every 5th frame in "every_n" mode. The cost:
+  on a machine that other processes keep busy the descriptor is starved (none finished in 60
+  frames at nice 10, 4 at nice 0), so its refresh then lags by seconds.
 """
 from __future__ import annotations
 
@@ -29,6 +52,7 @@ import dataclasses
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,8 +61,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from glace_core.cpu_features import PRECISIONS, resolve_precision
 from glace_core.devices import resolve_device
 from glace_core.geometry import cell_centres, check_K, invert_pose, project_camera_points, transform_points
+from glace_core.global_descriptors import GLOBAL_MODES, GlobalDescriptorSource
 from glace_core.map_files import training_resolution
 from glace_core.map_predictor import DEFAULT_CANDIDATES, MapPredictor
 from glace_core.pose_covariance import CovarianceCalibration, covariance_from_residuals
@@ -48,9 +74,6 @@ _logger = logging.getLogger(__name__)
 
 __all__ = ["GLOBAL_MODES", "LocalizationError", "RansacOptions", "LocalizerOptions", "Localization",
            "Localizer", "GlobalDescriptorSource", "reprojection_statistics"]
-
-#: when the global descriptor is computed: every frame, every N frames (reused between), never (zeros)
-GLOBAL_MODES = ("every_frame", "every_n", "off")
 
 _NATIVE = dsac_native.Options()
 
@@ -96,8 +119,11 @@ class LocalizerOptions:
     ransac: RansacOptions = field(default_factory=RansacOptions)
     covariance: CovarianceCalibration = field(default_factory=CovarianceCalibration)
     max_input_pixels: int = 0  # network inputs (after resizing) larger than this are refused; 0: no limit
+    precision: str = "auto"  # CPU fast path: "auto" (bf16 where the CPU has it), "fp32" or "bf16"; CUDA: fp16 autocast
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if int(self.max_input_pixels) < 0:
             raise ValueError(f"max_input_pixels must be >= 0 (0: no limit), got {self.max_input_pixels!r}")
         if int(self.image_resolution) < 0:
@@ -165,35 +191,12 @@ def reprojection_statistics(scene_coordinates: np.ndarray, camera_to_world: np.n
             "pixels": px[inl], "camera_points": cam[inl], "errors": err[inl]}
 
 
-class GlobalDescriptorSource:
-    """(1, G) global features for a head with a ``G``-wide global input.
-
-    descriptor: module RGB (1, 3, H, W) in [0, 1] -> (1, G), or None (zeros are used). In mode
-    "every_n" a computed descriptor is reused for the next ``every_n - 1`` frames.
-    """
-
-    def __init__(self, channels: int, descriptor: nn.Module | None, device: torch.device):
-        self.channels, self.descriptor, self.device = int(channels), descriptor, device
-        self._cached: torch.Tensor | None = None
-        self._age = 0
-
-    def __call__(self, rgb: np.ndarray, mode: str, every_n: int) -> tuple[torch.Tensor | None, bool]:
-        """(features (1, G) or None for heads without global input, computed for this frame)."""
-        if not self.channels:
-            return None, False
-        if self.descriptor is None or mode == "off":
-            return torch.zeros(1, self.channels, device=self.device), False
-        if mode == "every_n" and self._cached is not None and self._age < every_n:
-            self._age += 1
-            return self._cached, False
-        rgb3 = rgb if rgb.ndim == 3 else np.repeat(rgb[:, :, None], 3, axis=2)
-        image = torch.from_numpy(np.ascontiguousarray(rgb3)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        with torch.inference_mode():
-            feats = self.descriptor(image).float()
-        if feats.shape != (1, self.channels):
-            raise ValueError(f"global descriptor gives {tuple(feats.shape)}, the head expects (1, {self.channels})")
-        self._cached, self._age = feats, 1
-        return feats, True
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _check_image(image) -> np.ndarray:
@@ -227,6 +230,7 @@ class Localizer:
         self.options = options or LocalizerOptions()
         self.globals = GlobalDescriptorSource(self.global_channels, self.descriptor, self.device)
         self._predictor: MapPredictor | None = None  # built at the first frame (snapshots the weights)
+        self._ransac_pool: ThreadPoolExecutor | None = None  # solves the candidates after the first
 
     @classmethod
     def load(cls, map_path: str | os.PathLike, encoder_path: str | None = None, device: str = "auto",
@@ -273,12 +277,35 @@ class Localizer:
         """Forget the fast path's snapshot of the weights (rebuilt at the next frame)."""
         self._predictor = None
 
+    def precision(self, requested: str | None = None) -> str:
+        """What the network runs in for a requested ``precision`` (None: the options'): "fp32" or
+        "bf16" on the CPU fast path (``glace_core.cpu_features.resolve_precision``), "fp32" on the
+        plain path, "fp16-autocast" on CUDA."""
+        if self.device.type == "cuda":
+            return "fp16-autocast"
+        return self._resolve_precision(requested or self.options.precision)[0]
+
+    def _resolve_precision(self, requested: str) -> tuple[str, str | None]:
+        """(the MapPredictor's precision, "fp32" or "bf16"; why a "bf16" request runs fp32, or None)."""
+        if self.fast_inference:
+            return resolve_precision(requested, self.device.type)
+        if requested == "bf16" and self.device.type == "cpu":
+            return "fp32", f"precision {requested!r} needs the fast path: the plain modules run fp32"
+        return "fp32", None
+
     def predict(self, image: torch.Tensor, global_features: torch.Tensor | None,
-                ensemble_candidates: int) -> list[tuple[int, np.ndarray]]:
+                ensemble_candidates: int, precision: str | None = None) -> list[tuple[int, np.ndarray]]:
         """Normalised gray image (1, 1, H, W) -> ``[(head index, scene coordinates (3, ceil(H/8),
-        ceil(W/8)) float32), ...]``, best-routed head first."""
-        if self._predictor is None:
-            self._predictor = MapPredictor(self.encoder, self.model, fast=self.fast_inference)
+        ceil(W/8)) float32), ...]``, best-routed head first. ``precision``: one of
+        ``cpu_features.PRECISIONS`` (None: the options'); a change rebuilds the fast path."""
+        requested = precision or self.options.precision
+        resolved, reason = self._resolve_precision(requested)
+        if self._predictor is None or self._predictor.precision != resolved:
+            if reason:
+                _logger.warning(reason)
+            elif self.fast_inference and requested != "fp32":
+                _logger.info("precision %r: the CPU fast path runs %s", requested, resolved)
+            self._predictor = MapPredictor(self.encoder, self.model, fast=self.fast_inference, precision=resolved)
         self._predictor.candidates = int(ensemble_candidates)
         return [(k, np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32))
                 for k, sc in self._predictor(image.to(self.device), global_features)]
@@ -320,13 +347,10 @@ class Localizer:
         else:
             g, computed = self.globals(image, opt.global_mode, int(opt.global_every_n))
         t2 = time.perf_counter()
-        candidates = self.predict(tensor, g, opt.ensemble_candidates)
+        candidates = self.predict(tensor, g, opt.ensemble_candidates, opt.precision)
         t3 = time.perf_counter()
         K_net = np.asarray(K_net, dtype=np.float64)
-        fx, fy, cx, cy = (float(v) for v in (K_net[0, 0], K_net[1, 1], K_net[0, 2], K_net[1, 2]))
-        solved = [(k, sc, dsac_native.estimate_pose(sc, fx, fy, cx, cy, subsampling=self.stride,
-                                                     **opt.ransac.solver_kwargs()))
-                  for k, sc in candidates]
+        solved = self._solve(candidates, K_net, opt.ransac)
         head, sc, result = solved[0]
         for entry in solved[1:]:  # most inliers wins; a success beats a failure; ties keep the earlier
             if (entry[2].success, entry[2].inlier_count) > (result.success, result.inlier_count):
@@ -339,6 +363,32 @@ class Localizer:
         out.timings = {"preprocess": t1 - t0, "global": t2 - t1, **self.network_timings, "ransac": t4 - t3, "statistics": t5 - t4,
                        "total": t5 - t0}
         return out
+
+    def _solve(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions) -> list:
+        """``[(head, scene coordinates, dsac_native result), ...]`` in the order of ``candidates``.
+
+        Several candidates with ``num_threads`` 0 (all cores): solved at the same time, the first on
+        this thread and the others on a pool, each with ``cores // concurrent`` solver threads (the
+        solver releases the GIL). The same poses as one after another: each solve draws from its own
+        generator seeded by ``seed``, and its result does not depend on the thread count."""
+        fx, fy, cx, cy = (float(v) for v in (K_net[0, 0], K_net[1, 1], K_net[0, 2], K_net[1, 2]))
+        kwargs = ransac.solver_kwargs()
+        cores = _cores()
+        concurrent = min(len(candidates), cores) if ransac.num_threads == 0 else 1
+        if concurrent > 1:
+            kwargs["num_threads"] = max(1, cores // concurrent)
+
+        def solve(sc: np.ndarray):
+            return dsac_native.estimate_pose(sc, fx, fy, cx, cy, subsampling=self.stride, **kwargs)
+
+        if concurrent == 1:
+            return [(k, sc, solve(sc)) for k, sc in candidates]
+        if self._ransac_pool is None:
+            self._ransac_pool = ThreadPoolExecutor(cores - 1, "glace-ransac")
+        futures = [self._ransac_pool.submit(solve, sc) for _, sc in candidates[1:]]
+        first = solve(candidates[0][1])
+        results = [first] + [f.result() for f in futures]
+        return [(k, sc, r) for (k, sc), r in zip(candidates, results)]
 
     def _statistics(self, sc: np.ndarray, result, K_net: np.ndarray, opt: LocalizerOptions) -> Localization:
         num_cells = int(sc.shape[1] * sc.shape[2])

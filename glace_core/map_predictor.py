@@ -9,6 +9,9 @@ caller runs RANSAC on each and keeps the pose with the most inliers (ACE's rule 
 - A HeadEnsemble runs the encoder once, ranks its clusters with ``HeadEnsemble.route`` and runs
   the first ``candidates`` heads (all when ``candidates`` is 0). On CPU with ``fast`` the encoder and
   each head are frozen separately (``FastModule``).
+- ``precision`` ("fp32" or "bf16", already resolved: ``glace_core.cpu_features.resolve_precision``)
+  is the fast path's (``FastInferenceConfig.precision``); the plain modules always run float32 on
+  CPU and fp16 autocast on CUDA.
 
 Timings (seconds) of the last call are in ``timings``: ``network`` for the fused single-head path,
 else ``encoder`` and ``head`` (routing and all candidate heads).
@@ -38,7 +41,9 @@ class MapPredictor:
     """
 
     def __init__(self, encoder: nn.Module, model: nn.Module, *, fast: bool = True,
-                 candidates: int = DEFAULT_CANDIDATES):
+                 candidates: int = DEFAULT_CANDIDATES, precision: str = "fp32"):
+        from glace_core.fast_inference import FastInferenceConfig
+
         if int(candidates) < 0:
             raise ValueError(f"candidates must be >= 0 (0: every head of an ensemble), got {candidates}")
         self.encoder, self.model = encoder, model
@@ -46,17 +51,19 @@ class MapPredictor:
         self.ensemble = isinstance(model, HeadEnsemble)
         self.candidates = int(candidates)
         self.fast = bool(fast) and self.device.type == "cpu"
+        self.precision = precision if self.fast else "fp32"
+        self._config = FastInferenceConfig(precision=self.precision)
         self.timings: dict[str, float] = {}
         self._fast_single = self._fast_encoder = None
         self._fast_heads: dict[int, object] = {}
         if self.fast and not self.ensemble:
             from glace_core.fast_inference import FastRegressor
 
-            self._fast_single = FastRegressor(encoder, model)
+            self._fast_single = FastRegressor(encoder, model, self._config)
         elif self.fast:
             from glace_core.fast_inference import FastModule
 
-            self._fast_encoder = FastModule(encoder)
+            self._fast_encoder = FastModule(encoder, self._config)
 
     @property
     def num_heads(self) -> int:
@@ -68,7 +75,7 @@ class MapPredictor:
         if k not in self._fast_heads:
             from glace_core.fast_inference import FastModule, FoldedHead
 
-            self._fast_heads[k] = FastModule(FoldedHead(self.model.heads[k]))
+            self._fast_heads[k] = FastModule(FoldedHead(self.model.heads[k]), self._config)
         fast = self._fast_heads[k]
         return lambda f, g: fast(f) if g is None else fast(f, g)
 

@@ -89,6 +89,7 @@ class RelocalizerMixin:
         w = h * 4 // 3  # warm-up: builds the fast path for a 4:3 image at the network resolution
         K = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1.0]])
         localizer.localize(np.zeros((h, w, 3), np.uint8), K, options=p.localizer_options())
+        localizer.globals.reset()  # the first real frame computes its own descriptor, not the black image's
         return localizer
 
     def _configure(self) -> None:

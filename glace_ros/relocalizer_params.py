@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, Mapping
 
+from glace_core.cpu_features import PRECISIONS
 from glace_core.localizer import GLOBAL_MODES, LocalizerOptions, RansacOptions
 from glace_core.map_predictor import DEFAULT_CANDIDATES
 from glace_ros.output_policy import INITIALPOSE_MODES, GateLimits
@@ -84,6 +85,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "empty: the encoder the map's sidecar names, else the shipped default", read_only=True),
     ParamSpec("device", "auto", "where the networks run: 'auto' (CUDA when available), 'cpu' or 'cuda'",
               choices=("auto", "cpu", "cuda"), read_only=True),
+    ParamSpec("precision", "auto", "CPU inference precision: 'auto' (bf16 where the CPU has AVX512_BF16 or AMX, "
+              "else fp32), 'fp32', or 'bf16' (encoder and heads in bf16, the heads' last layer in fp32; on a CPU "
+              "without bf16 fp32 runs, with a warning); CUDA runs fp16 autocast", choices=PRECISIONS,
+              read_only=True),
     # inputs
     ParamSpec("image_topic", "/camera/image_raw", "sensor_msgs/Image topic; with use_compressed the "
               "CompressedImage topic (\"/compressed\" is appended unless the name already ends with it)",
@@ -110,11 +115,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     # global descriptor
     ParamSpec("global_checkpoint", "", "R2Former checkpoint (CVPR23_DeitS_Rerank.pth); empty: heads with global "
               "input get zero global features (with a warning)", read_only=True),
-    ParamSpec("global_mode", "every_n", "when to compute the global descriptor: 'every_frame', 'every_n' "
-              "(reuse it for global_every_n frames; default: R2Former at 480x640 costs ~2x the encoder + head "
+    ParamSpec("global_mode", "background", "when to compute the global descriptor: 'every_frame', 'every_n' "
+              "(reuse it for global_every_n frames), 'background' (default: on a low-priority thread of its own, "
+              "at most every global_every_n frames; frames use the latest finished descriptor and never wait for "
+              "it, except the first frame, which computes its own; R2Former at 480x640 costs ~2x the encoder + head "
               "on 2 CPU cores, BENCHMARKS.md 'Inference (CPU)') or 'off' (zeros)", choices=GLOBAL_MODES),
-    ParamSpec("global_every_n", 5, "frames a global descriptor is reused for in 'every_n' mode", minimum=1,
-              maximum=100000),
+    ParamSpec("global_every_n", 5, "frames a global descriptor is reused for in 'every_n' mode; the least number "
+              "of frames between two background computations in 'background' mode", minimum=1, maximum=100000),
     ParamSpec("global_resolution", (480, 640), "(height, width) the global descriptor's input is resized to; "
               "multiples of 16", read_only=True),
     # RANSAC
@@ -261,7 +268,7 @@ def _localizer_options(self) -> LocalizerOptions:
                               if f.name in PARAMETERS_BY_NAME})
     return LocalizerOptions(image_resolution=self.image_resolution, ensemble_candidates=self.ensemble_candidates,
                             global_mode=self.global_mode, global_every_n=self.global_every_n, ransac=ransac,
-                            max_input_pixels=self.max_input_pixels)
+                            max_input_pixels=self.max_input_pixels, precision=self.precision)
 
 
 def _gate_limits(self) -> GateLimits:

@@ -14,7 +14,7 @@ own ``params_file``. ``map_path`` has no default and must be given.
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.conditions import IfCondition, UnlessCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -62,7 +62,9 @@ def generate_launch_description():
 
     common = dict(name=NODE_NAME, namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
                   parameters=[LaunchConfiguration("params_file"), overrides],
-                  arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")])
+                  arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+                  # torch's OpenMP threads sleep instead of spinning between layers (scripts/env.sh says why)
+                  additional_env={"OMP_WAIT_POLICY": EnvironmentVariable("OMP_WAIT_POLICY", default_value="PASSIVE")})
     node = Node(package=PACKAGE, executable=EXECUTABLE, condition=UnlessCondition(LaunchConfiguration("managed")),
                 **common)
     managed = LifecycleNode(package=PACKAGE, executable=MANAGED_EXECUTABLE,

@@ -16,4 +16,10 @@ if [ -z "${ROS_LOG_DIR:-}" ]; then export ROS_LOG_DIR="$(mktemp -d -t glace-rosl
 export FASTDDS_DEFAULT_PROFILES_FILE="${FASTDDS_DEFAULT_PROFILES_FILE:-$_glace_root/config/fastdds_shm.xml}"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 export PYTHONUNBUFFERED=1
+# torch's OpenMP threads sleep between parallel regions instead of spinning: with more runnable
+# threads than cores (other processes, the node's own threads, the background global descriptor) a
+# spinning thread holds the core its partner needs. Measured on 2 shared cores (load ~3.5): encoder +
+# 2 heads at 480x640 took 1167 ms per frame spinning against 88 ms passive (see
+# glace_core/localizer.py "Threads"). Set OMP_WAIT_POLICY=ACTIVE to spin.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 unset _glace_root

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import threading
 
 import dsac_native
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from glace_core.encoder_registry import resolve_encoder
 from glace_core.geometry import cell_centres
@@ -92,6 +94,7 @@ def _image(seed=0, h=64, w=80):
 
 @pytest.mark.parametrize("mode,every_n,expected", [("every_frame", 1, [True] * 5),
                                                    ("every_n", 2, [True, False, True, False, True]),
+                                                   ("background", 2, [True, False, False, False, False]),
                                                    ("off", 1, [False] * 5)])
 def test_global_descriptor_modes(global_modules, mode, every_n, expected):
     encoder, head, descriptor = global_modules
@@ -105,6 +108,68 @@ def test_global_descriptor_modes(global_modules, mode, every_n, expected):
         assert r.scene_coordinates.shape == (3, 8, 10) and r.scene_coordinates.dtype == np.float32
         assert set(r.timings) >= {"preprocess", "global", "ransac", "total"}
     assert computed == expected
+    assert localizer.globals.wait(60)
+
+
+class _BlockingDescriptor(nn.Module):
+    """A real R2Former whose forward, once ``block`` is set, says so (``started``) and waits for ``release``
+    before computing: a descriptor slower than any number of frames."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.block = False
+        self.started, self.release, self.finished = threading.Event(), threading.Event(), threading.Event()
+        self.images: list[torch.Tensor] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.images.append(images.clone())
+        blocked = self.block
+        if blocked:
+            self.started.set()
+            if not self.release.wait(120):
+                raise RuntimeError("the test never released the descriptor")
+        out = self.inner(images)
+        if blocked:
+            self.finished.set()
+        return out
+
+
+def test_background_descriptor_never_delays_a_pose(global_modules):
+    """Mode "background": while the descriptor is stuck inside forward, frames are still answered
+    (with the latest finished descriptor); once it finishes, the next frame uses the new one."""
+    encoder, head, descriptor = global_modules
+    slow = _BlockingDescriptor(descriptor).eval()
+    localizer = Localizer(encoder, head, "cpu", slow, options=LocalizerOptions(
+        image_resolution=64, global_mode="background", global_every_n=1, ransac=RansacOptions(hypotheses=8)))
+    frames = [_image(seed) for seed in range(6)]
+
+    def with_descriptor_of(i: int, frame: int) -> np.ndarray:
+        with torch.inference_mode():
+            g = descriptor(torch.from_numpy(frames[frame][0]).permute(2, 0, 1)[None].float() / 255)
+        tensor, _ = preprocess_image(frames[i][0], frames[i][1], resolution=64)
+        return localizer.predict(tensor, g, 1)[0][1]
+
+    first = localizer.localize(*frames[0])
+    assert first.global_computed and len(slow.images) == 1  # the first frame computes its own, once
+    slow.block = True
+    second = localizer.localize(*frames[1])  # starts the background computation on frame 1's image
+    assert not second.global_computed and slow.started.wait(120)
+    for i in (2, 3, 4):  # answered while the descriptor is still inside forward
+        r = localizer.localize(*frames[i])
+        assert localizer.globals.running and not slow.finished.is_set()
+        assert not r.global_computed
+        assert np.allclose(r.scene_coordinates, with_descriptor_of(i, 0), atol=1e-5)  # frame 0's descriptor
+    assert len(slow.images) == 2  # no second computation was queued behind the running one
+    slow.release.set()
+    assert localizer.globals.wait(120) and slow.finished.is_set()
+    r = localizer.localize(*frames[5])
+    assert not r.global_computed
+    assert np.allclose(r.scene_coordinates, with_descriptor_of(5, 1), atol=1e-5)  # frame 1's, now finished
+    assert torch.equal(slow.images[1], torch.from_numpy(frames[1][0]).permute(2, 0, 1)[None].float() / 255)
+    assert localizer.globals.wait(120)
+    localizer.globals.reset()  # the next frame computes its own descriptor again
+    assert localizer.localize(*frames[2]).global_computed
 
 
 def test_global_reuse_gives_the_descriptor_of_the_computed_frame(global_modules):

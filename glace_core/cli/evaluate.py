@@ -1,7 +1,7 @@
 """``glace-eval SCENE MAP [options]``: localise the test frames of a scene against a map.
 
 The options are those of GLACE's test_ace.py, with the same names and defaults, plus --device,
---seed, --num_threads, --split and --global-features-checkpoint. Writes
+--seed, --num_threads, --split, --global-features-checkpoint and --precision. Writes
 ``poses_<scene>_<session>.txt`` (world-to-camera poses, the reference's format) and
 ``test_<scene>_<session>.txt`` next to the map file, and prints the accuracy. See
 glace_core/evaluation.py for the file formats. Exit codes: 0 done, 2 bad options or data.
@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from glace_core.cpu_features import PRECISIONS
 from glace_core.localizer import RansacOptions
 from glace_core.map_predictor import DEFAULT_CANDIDATES
 
@@ -23,7 +24,8 @@ RANSAC_FLAGS = (("--hypotheses", "-hyps", "hypotheses", "RANSAC hypotheses per f
                 ("--maxpixelerror", "-maxerrr", "max_reprojection_error",
                  "reprojection errors are clamped at this value (px) when scoring"),
                 ("--seed", None, "seed", "RANSAC seed (the same for every frame)"),
-                ("--num_threads", None, "num_threads", "RANSAC threads; 0: all cores"))
+                ("--num_threads", None, "num_threads",
+                 "RANSAC threads; 0: all cores, shared by the candidate heads of an ensemble, solved at once"))
 
 
 def add_ransac_arguments(parser: argparse.ArgumentParser, defaults: bool = True,
@@ -87,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ensemble_candidates", type=int, default=DEFAULT_CANDIDATES,
                         help="for an ensemble map (glace-train --num_clusters): heads tried per frame, the best-routed "
                              "first; the pose with the most RANSAC inliers is kept (0: every head)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="CPU fast path: auto (bf16 where the CPU has AVX512_BF16 or AMX, else fp32), fp32, or "
+                             "bf16 (encoder and heads in bf16, the heads' last layer in fp32; on a CPU without bf16 "
+                             "fp32 runs, with a warning); CUDA runs fp16 autocast")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
     return parser
 
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             image_resolution=args.image_resolution, ransac=ransac_options(args), feat_name=args.feat_name,
             device=args.device,
             global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress,
-            fast_inference=not args.plain_inference, ensemble_candidates=args.ensemble_candidates)
+            fast_inference=not args.plain_inference, ensemble_candidates=args.ensemble_candidates,
+            precision=args.precision)
         poses_path, test_path = write_eval_outputs(result, args.network, args.session)
     except (ValueError, FileNotFoundError, DatasetError) as exc:
         print(f"glace-eval: error: {exc}", file=sys.stderr)
