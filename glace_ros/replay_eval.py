@@ -264,7 +264,7 @@ def replay_eval(bag_path: str | Path, options: ReplayOptions) -> ReplayResult:
         node = NodeProcess(opt.node_name, params, opt.node_params, env, out / "node.log")
         try:
             t0 = time.monotonic()
-            frames, _ = _replay(bag, opt, topics, image_topic, info_topic, node, env)
+            frames, recorder = _replay(bag, opt, topics, image_topic, info_topic, node, env)
             wall = time.monotonic() - t0
         finally:
             code = node.stop()
@@ -272,6 +272,8 @@ def replay_eval(bag_path: str | Path, options: ReplayOptions) -> ReplayResult:
     for f in frames:
         f.gt = gt_by_stamp.get(f.stamp_ns)
     summary = summarize(frames)
+    summary["node"] = {k: v for k, v in recorder.diagnostics.items()
+                       if k.startswith(("frames_", "rejected_")) and k != "frames_rejected"}
     summary.update(bag=str(bag_path), map=str(opt.map_path), ground_truth=gt_source, image_topic=image_topic,
                    camera_info_topic=info_topic, replay_wall_s=wall, node_parameters=params,
                    mode={"lockstep": "lockstep", "fast": "as fast as possible", "flood": "flood"}.get(

@@ -68,6 +68,7 @@ class Recorder:
         self.last_ns = 0
         self.finished = 0  # frames_processed + frames_dropped
         self.received = 0  # frames_received
+        self.diagnostics: dict[str, str] = {}  # the node's latest /diagnostics key/values
         self._status_prefix = "/" + node_name.lstrip("/") + ":"
 
     def on_diagnostics(self, msg) -> None:
@@ -82,6 +83,7 @@ class Recorder:
                 continue
             with self.cond:
                 self.finished, self.received = max(self.finished, finished), max(self.received, received)
+                self.diagnostics = values
                 self.cond.notify_all()
 
     def on_pose(self, msg) -> None:

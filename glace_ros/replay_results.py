@@ -128,6 +128,12 @@ def format_table(summary: dict) -> str:
     rows = [("frames replayed", f"{summary['frames']}"),
             ("frames answered", f"{summary['answered']} ({100 * summary['answered_fraction']:.1f}%)"),
             ("frames with ground truth", f"{summary['frames_with_gt']}")]
+    node = summary.get("node") or {}
+    if "frames_received" in node:
+        rows.append(("received by the node", node["frames_received"]))
+    causes = ", ".join(f"{k[len('rejected_'):]} {v}" for k, v in sorted(node.items()) if k.startswith("rejected_"))
+    if causes:
+        rows.append(("not answered because", causes))
     rows += [(k, f"{v:.2f}" if isinstance(v, float) else str(v)) for k, v in acc.items()]
     fmt = lambda v: "n/a" if v is None else f"{v:.1f} ms"  # noqa: E731
     rows += [("latency p50", fmt(lat["p50_ms"])), ("latency p90", fmt(lat["p90_ms"])), ("latency max", fmt(lat["max_ms"]))]
