@@ -14,6 +14,7 @@ robot's frames from TF (``tf_output``), apply the quality gate (``output_policy`
 """
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -111,6 +112,10 @@ class RelocalizerMixin:
         self.tf = TfOutput(p.tf_mode, p.map_frame, p.odom_frame, p.tf_child_frame, p.transform_tolerance,
                            p.odom_tolerance)
         self.camera_infos = CameraInfoSync(p.camera_info_tolerance)
+        # what is loaded now lives as long as the node: keep it out of the cyclic collector's full
+        # passes, which otherwise walk every tensor and module object every few hundred frames
+        gc.collect()
+        gc.freeze()
 
     def _activate(self) -> None:
         p = self.params
