@@ -277,6 +277,17 @@ class Localizer:
         """Forget the fast path's snapshot of the weights (rebuilt at the next frame)."""
         self._predictor = None
 
+    def warm_up(self, height: int, width: int, options: LocalizerOptions | None = None) -> None:
+        """Build everything a (height, width) image needs before the first real one: the encoder's
+        graph and that of every head of an ensemble (any may be routed later; building one on first
+        use stalls that frame), and the global descriptor. Forgets the descriptor of the blank warm-up
+        image afterwards."""
+        opt = options or self.options
+        K = np.array([[float(width), 0.0, width / 2.0], [0.0, float(width), height / 2.0], [0.0, 0.0, 1.0]])
+        self.localize(np.zeros((int(height), int(width), 3), np.uint8), K,
+                      options=dataclasses.replace(opt, ensemble_candidates=0))
+        self.globals.reset()
+
     def precision(self, requested: str | None = None) -> str:
         """What the network runs in for a requested ``precision`` (None: the options'): "fp32" or
         "bf16" on the CPU fast path (``glace_core.cpu_features.resolve_precision``), "fp32" on the

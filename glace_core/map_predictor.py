@@ -66,6 +66,11 @@ class MapPredictor:
             self._fast_encoder = FastModule(encoder, self._config)
 
     @property
+    def built_heads(self) -> list[int]:
+        """Heads of an ensemble whose fast-path graph exists (built on first use, or by warming up)."""
+        return sorted(self._fast_heads)
+
+    @property
     def num_heads(self) -> int:
         return len(self.model) if self.ensemble else 1
 

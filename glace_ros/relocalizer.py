@@ -18,7 +18,6 @@ import gc
 import threading
 import time
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.task import Future
@@ -87,10 +86,7 @@ class RelocalizerMixin:
         localizer = Localizer.load(map_path, p.encoder_path or None, p.device, p.global_checkpoint or None,
                                    tuple(p.global_resolution))
         h = localizer.resolution(p.image_resolution)
-        w = h * 4 // 3  # warm-up: builds the fast path for a 4:3 image at the network resolution
-        K = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1.0]])
-        localizer.localize(np.zeros((h, w, 3), np.uint8), K, options=p.localizer_options())
-        localizer.globals.reset()  # the first real frame computes its own descriptor, not the black image's
+        localizer.warm_up(h, h * 4 // 3, p.localizer_options())  # a 4:3 camera at the network resolution
         return localizer
 
     def _configure(self) -> None:

@@ -273,3 +273,15 @@ def test_max_input_pixels_refuses_extreme_aspect_ratios(global_modules):
         localizer.localize(strip, K)
     image, K = _image()
     assert localizer.localize(image, K).scene_coordinates.shape == (3, 8, 10)  # 64 x 80 fits
+
+
+def test_warm_up_builds_every_head_of_an_ensemble(tiny_scene):
+    """After warm_up no head graph is built at a later frame (building one stalls that frame)."""
+    from glace_core.head_ensemble import HeadEnsemble
+
+    localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu",
+                               options=LocalizerOptions(image_resolution=tiny_scene.resolution))
+    assert isinstance(localizer.model, HeadEnsemble)
+    frame = tiny_scene.frames[0]
+    localizer.warm_up(*frame.rgb.shape[:2])
+    assert localizer._predictor.built_heads == list(range(len(localizer.model)))
