@@ -10,7 +10,7 @@ import torch
 
 from glace_core.training import augment, buffer as buffer_mod, loss as loss_mod
 from glace_core.training.config import PRESETS, TrainConfig
-from glace_core.training.trainer import build_optimizer, decoder_centres, grid_to_rows, rows_to_grid, select_frames
+from glace_core.training.trainer import build_optimizer, decoder_centres, select_frames
 from training_fixtures import random_dataset
 
 # --------------------------------------------------------------------------- loss
@@ -209,21 +209,6 @@ def test_buffer_rows_match_the_encoder():
 # --------------------------------------------------------------------------- trainer helpers
 
 
-@pytest.mark.parametrize("batch", [1024, 300])
-def test_batch_layout_is_per_row(batch):
-    from glace_core.head import GlaceHead
-
-    torch.manual_seed(0)
-    head = GlaceHead(local_channels=16, global_channels=8, head_channels=32)
-    rows, g = torch.randn(batch, 16), torch.randn(batch, 8)
-    grid = rows_to_grid(rows)
-    assert grid.shape == ((batch // 512, 16, 16, 32) if batch % 512 == 0 else (1, 16, 1, batch))
-    torch.testing.assert_close(grid_to_rows(grid), rows)
-    out = grid_to_rows(head(grid, rows_to_grid(g)))
-    reference = head(rows[:, :, None, None], g)[:, :, 0, 0]
-    torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
-
-
 def test_select_frames_and_centres():
     poses = np.repeat(np.eye(4)[None], 6, axis=0)
     poses[:, 0, 3] = [0, 0.1, 0.2, 10, 10.1, 10.2]
@@ -283,7 +268,7 @@ def test_presets_and_explicit_flags():
                                  "--cluster_idx", "1"])
     assert (mixed.head_channels, mixed.global_feat, mixed.use_aug) == (768, True, False)
     assert (mixed.num_clusters, mixed.cluster_idx, mixed.batch_size) == (3, 1, PRESETS["cpu"]["batch_size"])
-    with pytest.raises(ValueError, match=r"valid presets: \['cpu', 'paper'\]"):
+    with pytest.raises(ValueError, match=r"valid presets: \['cpu', 'paper', 'quality'\]"):
         TrainConfig.from_preset("gpu")
 
 

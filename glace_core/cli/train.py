@@ -1,8 +1,8 @@
 """``glace-train SCENE OUTPUT_MAP [options]``: train a GLACE map (head) for a DSAC*-layout scene.
 
 The options are those of GLACE's train_ace.py, with the same names and defaults (``--preset
-paper``), plus --device, --seed and --preset. ``--preset cpu`` layers CPU-sized values over the
-paper defaults (see glace_core/training/config.py); options given explicitly win over the preset.
+paper``), plus --device, --precision, --seed and --preset. ``--preset cpu`` layers CPU-sized values
+over the paper defaults (see glace_core/training/config.py); options given explicitly win over the preset.
 Booleans take True/False like the reference (``--use_aug False``). ``--num_clusters K`` without
 ``--cluster_idx`` trains K heads, one per spatial cluster of the mapping frames, each for
 ``--max_iterations``, and writes them as one ensemble map (glace_core/head_ensemble.py).
@@ -19,6 +19,7 @@ import sys
 import typing
 from pathlib import Path
 
+from glace_core.cpu_features import PRECISIONS
 from glace_core.training.config import LOSS_SCHEDULES, LOSS_TYPES, PRESETS, TrainConfig
 
 HELP = {
@@ -63,12 +64,15 @@ HELP = {
     "render_map_depth_filter": "accepted for compatibility (rendering is not supported)",
     "render_camera_z_offset": "accepted for compatibility (rendering is not supported)",
     "device": "auto (CUDA if available), cpu, cuda, cuda:N or mps",
+    "precision": "CPU head training precision: auto (bf16 autocast, output layer fp32, where the CPU has "
+                 "AVX512_BF16 or AMX; else fp32), fp32, or bf16 (refused with a warning without them); CUDA: use_half",
     "seed": "random seed (each distributed rank uses seed + rank)",
     "preset": "option set layered over the paper defaults: "
               + "; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items()) or 'the reference defaults'}"
                           for name, values in PRESETS.items()),
 }
-CHOICES = {"repro_loss_type": LOSS_TYPES, "repro_loss_schedule": LOSS_SCHEDULES, "preset": tuple(PRESETS)}
+CHOICES = {"precision": PRECISIONS, "repro_loss_type": LOSS_TYPES, "repro_loss_schedule": LOSS_SCHEDULES,
+           "preset": tuple(PRESETS)}
 
 
 def _strtobool(text: str) -> bool:

@@ -43,6 +43,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Optional
 
+from glace_core.cpu_features import PRECISIONS
 from glace_core.dataset import FEATURES_FILE
 from glace_core.devices import check_device_spec
 
@@ -102,6 +103,7 @@ class TrainConfig:
     render_camera_z_offset: int = 4
     # ours
     device: str = "auto"  # a glace_core.devices spec: "auto" (CUDA if available), "cpu", "cuda[:N]", "mps"
+    precision: str = "auto"  # CPU head training: auto (bf16 where the CPU has AVX512_BF16/AMX) | fp32 | bf16
     seed: int = 42  # each distributed rank uses seed + rank
     preset: str = "paper"  # the preset these values were built from (PRESETS)
 
@@ -146,6 +148,8 @@ class TrainConfig:
             raise ValueError(f"repro_loss_schedule must be one of {LOSS_SCHEDULES}, "
                              f"got {self.repro_loss_schedule!r}")
         check_device_spec(self.device)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.training_buffer_size < self.batch_size:
             raise ValueError(f"training_buffer_size ({self.training_buffer_size}) must be at least "
                              f"batch_size ({self.batch_size})")

@@ -6,7 +6,8 @@ cell is the L1 pixel distance ``|du| + |dv|`` to its target pixel. A prediction 
 camera depth is below ``depth_min`` or above ``depth_max`` or its error exceeds ``hard_clamp``;
 invalid predictions are pulled towards the point at ``depth_target`` along the cell's ray (L1 in
 camera space). Valid ones get a robust loss of the error (``robust_reprojection_loss``). The total
-is ``(sum valid + sum invalid) / batch``.
+is ``(sum valid + sum invalid) / batch``. ``reprojection_terms`` gives the loss of each cell without
+host synchronisation (the trainer sums it per head); ``reprojection_loss`` the batch mean and stats.
 """
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def dynamic_soft_clamp(iteration: int, total: int, soft_clamp: float, soft_clamp
     return (1.0 - schedule_weight(iteration, total, schedule)) * soft_clamp + soft_clamp_min
 
 
-def robust_reprojection_loss(errors: torch.Tensor, loss_type: str, soft_clamp: float, soft_clamp_min: float = 1.0,
-                             iteration: int = 0, total: int = 1, schedule: str = "circle") -> torch.Tensor:
-    """Sum of the robust loss over ``errors`` (M,) (pixels, >= 0): a scalar.
+def robust_reprojection_terms(errors: torch.Tensor, loss_type: str, soft_clamp: float, soft_clamp_min: float = 1.0,
+                              iteration: int = 0, total: int = 1, schedule: str = "circle") -> torch.Tensor:
+    """The robust loss of each error: ``errors`` (...) (pixels, >= 0) -> (...).
 
     l1: ``e``; l1+sqrt: ``e`` up to the clamp c, ``sqrt(c e)`` beyond; l1+log: ``e`` up to c,
     ``c + c log(e / c)`` beyond (continuous, slope 1 at c); tanh: ``c tanh(e / c)``;
@@ -47,30 +48,35 @@ def robust_reprojection_loss(errors: torch.Tensor, loss_type: str, soft_clamp: f
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"repro_loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if errors.numel() == 0:
-        return errors.sum()
     c = float(soft_clamp)
     if loss_type == "l1":
-        return errors.sum()
+        return errors
     if loss_type == "l1+sqrt":
-        return torch.where(errors > c, torch.sqrt(c * errors.clamp(min=c)), errors).sum()
+        return torch.where(errors > c, torch.sqrt(c * errors.clamp(min=c)), errors)
     if loss_type == "l1+log":
-        return torch.where(errors > c, c + c * torch.log(errors.clamp(min=c) / c), errors).sum()
+        return torch.where(errors > c, c + c * torch.log(errors.clamp(min=c) / c), errors)
     if loss_type == "dyntanh":
         c = dynamic_soft_clamp(iteration, total, soft_clamp, soft_clamp_min, schedule)
-    return (c * torch.tanh(errors / c)).sum()
+    return c * torch.tanh(errors / c)
 
 
-def reprojection_loss(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: torch.Tensor, K_inv: torch.Tensor,
-                      target_px: torch.Tensor, *, loss_type: str = "dyntanh", soft_clamp: float = 50.0,
-                      soft_clamp_min: float = 1.0, hard_clamp: float = 1000.0, depth_min: float = 0.1,
-                      depth_max: float = 1000.0, depth_target: float = 10.0, iteration: int = 0, total: int = 1,
-                      schedule: str = "circle") -> tuple[torch.Tensor, dict[str, float]]:
-    """The training loss of a batch.
+def robust_reprojection_loss(errors: torch.Tensor, loss_type: str, soft_clamp: float, soft_clamp_min: float = 1.0,
+                             iteration: int = 0, total: int = 1, schedule: str = "circle") -> torch.Tensor:
+    """Sum of the robust loss (``robust_reprojection_terms``) over ``errors`` (M,): a scalar."""
+    return robust_reprojection_terms(errors, loss_type, soft_clamp, soft_clamp_min, iteration, total, schedule).sum()
+
+
+def reprojection_terms(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: torch.Tensor, K_inv: torch.Tensor,
+                       target_px: torch.Tensor, *, loss_type: str = "dyntanh", soft_clamp: float = 50.0,
+                       soft_clamp_min: float = 1.0, hard_clamp: float = 1000.0, depth_min: float = 0.1,
+                       depth_max: float = 1000.0, depth_target: float = 10.0, iteration: int = 0, total: int = 1,
+                       schedule: str = "circle") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss of each cell, without host synchronisation.
 
     pred_world: (B, 3) predicted world points; world_to_cam: (B, 3, 4); K, K_inv: (B, 3, 3);
     target_px: (B, 2) pixel of each cell (continuous coordinates, pixel centres at i + 0.5).
-    Returns ``(loss scalar, stats)`` with stats ``valid_fraction`` and ``median_px`` (over valid cells).
+    Returns ``(loss (B,), L1 pixel error (B,), valid (B,) bool)``: the robust loss of the error
+    where valid, the L1 distance to the point at ``depth_target`` on the cell's ray where not.
     """
     b = pred_world.shape[0]
     for name, t, shape in (("pred_world", pred_world, (b, 3)), ("world_to_cam", world_to_cam, (b, 3, 4)),
@@ -82,14 +88,22 @@ def reprojection_loss(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: t
     z = pred_cam[:, 2]
     errors = (pred_px - target_px.float()).abs().sum(dim=1)  # L1 pixel error, (B,)
 
-    invalid = (z < depth_min) | (z > depth_max) | (errors > hard_clamp)
-    valid = ~invalid
-    valid_loss = robust_reprojection_loss(errors[valid], loss_type, soft_clamp, soft_clamp_min, iteration, total,
-                                          schedule)
+    valid = ~((z < depth_min) | (z > depth_max) | (errors > hard_clamp))
+    valid_loss = robust_reprojection_terms(errors, loss_type, soft_clamp, soft_clamp_min, iteration, total, schedule)
     rays = pixel_rays(target_px.unsqueeze(2), K_inv)[:, :, 0]  # (B, 3), z = 1
-    invalid_loss = (depth_target * rays - pred_cam).abs().sum(dim=1)[invalid].sum()
-    loss = (valid_loss + invalid_loss) / b
+    invalid_loss = (depth_target * rays - pred_cam).abs().sum(dim=1)
+    return torch.where(valid, valid_loss, invalid_loss), errors, valid
+
+
+def reprojection_loss(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: torch.Tensor, K_inv: torch.Tensor,
+                      target_px: torch.Tensor, **options) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss of a batch: the mean of ``reprojection_terms`` (same arguments and options).
+
+    Returns ``(loss scalar, stats)`` with stats ``valid_fraction`` and ``median_px`` (over valid cells).
+    """
+    terms, errors, valid = reprojection_terms(pred_world, world_to_cam, K, K_inv, target_px, **options)
+    b = pred_world.shape[0]
     with torch.no_grad():
         n_valid = int(valid.sum())
         median = float(errors[valid].median()) if n_valid else float("nan")
-    return loss, {"valid_fraction": n_valid / max(b, 1), "median_px": median}
+    return terms.sum() / b, {"valid_fraction": n_valid / max(b, 1), "median_px": median}

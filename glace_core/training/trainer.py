@@ -7,23 +7,30 @@
 DSAC* folder. Only the head is trained: AdamW (weight decay 0.01) with OneCycleLR (peak
 ``learning_rate_max``, ``max_iterations`` steps, no momentum cycling); the schedule steps only when
 the optimiser stepped (GradScaler may skip steps under fp16 autocast, which is used on CUDA only).
-Each epoch visits the buffer in a fresh random order, in batches of ``batch_size`` rows (an
+Each epoch visits a head's buffer rows in a fresh random order, in batches of ``batch_size`` rows (an
 incomplete last batch is dropped). Global features are looked up by ``img_idx``, get Gaussian noise
 (``feat_noise_std``) and are L2-renormalised.
 
-Batch layout: rows ``(B, C)`` are viewed as ``(B/512, C, 16, 32)`` (the reference's layout; a
-channels-last view, no copy) when B is a multiple of 512, else as ``(1, C, 1, B)``. A 1x1-conv head
-gives the same per-row result either way.
+Heads are trained together (``glace_core.training.stacked_heads``): the K heads of an ensemble
+(K = 1 for a single map) are stacked into one module whose 1x1 convolutions run as batched matmuls,
+and every step gives head k its own batch of ``batch_size`` rows drawn from its own cluster's buffer
+rows (each head its own epochs and random order); beyond ``STACKED_ROWS`` rows per step the heads are
+trained in groups, one group after the other. The loss is the sum of the heads' losses, so each
+head gets exactly the gradient of its own loss, and one AdamW (fused where torch has it) over the
+stacked parameters is K AdamWs with the same schedule. Each head keeps its own offset (the mean or
+KMeans centres of its frames' cameras) and its own initial weights (drawn in head order after
+seeding, as one head after the other would). The trained weights go back into GlaceHead modules,
+and an ensemble (``--num_clusters`` without ``--cluster_idx``, glace_core/training/ensemble.py) is
+written with the frames' routing descriptors as one ensemble map.
 
-Ensembles (``--num_clusters`` without ``--cluster_idx``, glace_core/training/ensemble.py): one
-buffer is filled over all frames, then one head per cluster is trained, each for
-``max_iterations``, on the buffer rows of its frames; the heads and the frames' routing
-descriptors are written as one ensemble map.
+Precision: fp16 autocast with GradScaler on CUDA (``use_half``); on CPU ``precision`` (auto |
+fp32 | bf16, ``glace_core.cpu_features.resolve_precision``) runs the heads under bf16 autocast
+(output layer fp32, fp32 master weights) where the CPU has AVX512_BF16 or AMX, else fp32.
 
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised
-(``glace_core.devices.distributed_context``: gloo on CPU, nccl on CUDA), the head is wrapped in
-DistributedDataParallel, every rank builds its own buffer with ``seed + rank`` and only rank 0
-writes the map.
+(``glace_core.devices.distributed_context``: gloo on CPU, nccl on CUDA), the stacked heads are
+wrapped in DistributedDataParallel, every rank builds its own buffer with ``seed + rank`` and only
+rank 0 writes the map.
 
 Interruption: SIGTERM and SIGINT raise ``TrainingInterrupted``; the map is only ever written at the
 end, atomically (temporary file + rename), so an interrupted run leaves no file at the output path.
@@ -38,7 +45,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,6 +55,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from glace_core.cpu_features import resolve_precision
 from glace_core.dataset import load_global_features
 from glace_core.devices import distributed_context
 from glace_core.encoder_registry import encoder_sidecar_entry, is_named_spec, resolve_encoder
@@ -57,10 +65,10 @@ from glace_core.map_files import save_head
 from glace_core.training.buffer import TrainingBuffer, build_training_buffer
 from glace_core.training.config import REFERENCE_ENCODER_PATH, TrainConfig
 from glace_core.training.ensemble import plan_clusters, routing_descriptors
-from glace_core.training.loss import reprojection_loss
+from glace_core.training.loss import reprojection_terms
+from glace_core.training.stacked_heads import StackedHeads
 
 _logger = logging.getLogger(__name__)
-CELLS_PER_BLOCK = 512  # rows per (16, 32) block of the reference batch layout
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -84,6 +92,7 @@ class TrainResult:
     final_median_px: float
     world_size: int
     heads: int = 1  # heads trained (> 1: an ensemble map)
+    head_fits: list["HeadFit"] = field(default_factory=list)  # per head: first and last loss, last median
 
 
 @contextmanager
@@ -160,19 +169,6 @@ def decoder_centres(centres: np.ndarray, k: int) -> np.ndarray:
     return KMeans(n_clusters=k, random_state=0).fit(centres).cluster_centers_.astype(np.float32)
 
 
-def rows_to_grid(rows: torch.Tensor) -> torch.Tensor:
-    """(B, C) -> (B/512, C, 16, 32) if B % 512 == 0 else (1, C, 1, B); a view (channels-last), no copy."""
-    b, c = rows.shape
-    if b % CELLS_PER_BLOCK == 0:
-        return rows.view(b // CELLS_PER_BLOCK, 16, 32, c).permute(0, 3, 1, 2)
-    return rows.view(1, 1, b, c).permute(0, 3, 1, 2)
-
-
-def grid_to_rows(grid: torch.Tensor) -> torch.Tensor:
-    """Inverse of rows_to_grid: (n, C, h, w) -> (n*h*w, C)."""
-    return grid.permute(0, 2, 3, 1).reshape(-1, grid.shape[1])
-
-
 def _noisy_global(global_feats: torch.Tensor | None, img_idx: torch.Tensor, std: float,
                   generator: torch.Generator) -> torch.Tensor | None:
     if global_feats is None:
@@ -183,70 +179,139 @@ def _noisy_global(global_feats: torch.Tensor | None, img_idx: torch.Tensor, std:
     return F.normalize(g, dim=1)
 
 
-def build_optimizer(params, config: TrainConfig):
-    """AdamW (weight decay 0.01) and OneCycleLR (peak learning_rate_max over max_iterations, no
-    momentum cycling; starts at peak/25, ends at peak/25/1e4). learning_rate_min is overwritten by
-    the schedule, as in the reference."""
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate_min, weight_decay=0.01)
+def build_optimizer(params, config: TrainConfig, device: torch.device | None = None):
+    """AdamW (weight decay 0.01; fused on CPU and CUDA) and OneCycleLR (peak learning_rate_max over
+    max_iterations, no momentum cycling; starts at peak/25, ends at peak/25/1e4). learning_rate_min
+    is overwritten by the schedule, as in the reference."""
+    fused = device is not None and device.type in ("cpu", "cuda")
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate_min, weight_decay=0.01, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate_max,
                                                     total_steps=config.max_iterations, cycle_momentum=False)
     return optimizer, scheduler
 
 
-def train_head(head: GlaceHead, model: nn.Module, buffer: TrainingBuffer, global_feats: torch.Tensor | None,
-               config: TrainConfig, device: torch.device, generator: torch.Generator, *, show: bool = True,
-               log: bool = True, desc: str = "training") -> tuple[float, float]:
-    """Optimise ``head`` (through ``model``, the head or its DDP wrapper) on ``buffer``.
+class HeadBatches:
+    """Buffer row indices of each step: per head, ``batch`` of its own rows, every epoch over them
+    in a fresh random order (``generator``), an incomplete last batch dropped.
 
+    head_rows: per head, the (n_k,) buffer indices it trains on (n_k >= batch)."""
+
+    def __init__(self, head_rows: list[torch.Tensor], batch: int, generator: torch.Generator):
+        for k, rows in enumerate(head_rows):
+            if len(rows) < batch:
+                raise ValueError(f"head {k} has {len(rows)} buffer rows, fewer than batch_size {batch}: use fewer "
+                                 "clusters or a larger training_buffer_size")
+        self.head_rows, self.batch, self.generator = head_rows, batch, generator
+        self.orders = [self._shuffle(rows) for rows in head_rows]
+        self.positions = [0] * len(head_rows)
+
+    def _shuffle(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows[torch.randperm(len(rows), generator=self.generator, device=rows.device)]
+
+    def next(self) -> torch.Tensor:
+        """(K * batch,) buffer indices: row block k for head k."""
+        parts = []
+        for k, rows in enumerate(self.head_rows):
+            if self.positions[k] + self.batch > len(rows):
+                self.orders[k], self.positions[k] = self._shuffle(rows), 0
+            parts.append(self.orders[k][self.positions[k]:self.positions[k] + self.batch])
+            self.positions[k] += self.batch
+        return torch.cat(parts)
+
+
+@dataclass
+class HeadFit:
+    first_loss: float  # loss at the first iteration
+    loss: float  # loss at the last iteration
+    median_px: float  # median reprojection error (px) of the valid cells at the last iteration
+
+
+def _head_stats(losses: torch.Tensor, errors: torch.Tensor, valid: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per head: loss and median valid error (px) from losses (K,), errors and valid (K, B)."""
+    medians = [float(e[v].median()) if bool(v.any()) else float("nan") for e, v in zip(errors, valid)]
+    return losses.tolist(), medians
+
+
+def training_precision(config: TrainConfig, device: torch.device) -> str:
+    """What the heads train in: "fp16" (CUDA with use_half), "bf16" (CPU with native bf16 and
+    precision auto/bf16, see glace_core.cpu_features) or "fp32"."""
+    if device.type == "cuda":
+        return "fp16" if config.use_half else "fp32"
+    precision, reason = resolve_precision(config.precision, device.type)
+    if reason:
+        _logger.warning("%s", reason)
+    return precision
+
+
+#: At most this many rows (heads x batch_size) per step of one stacked module: more heads are
+#: trained in groups one after the other (bounds activation memory, e.g. the paper's batch on a GPU).
+STACKED_ROWS = 1 << 18
+#: Steps between loss checks (finite, progress bar): each reads the loss back from the device.
+CHECK_EVERY = 25
+
+
+def train_heads(stacked: StackedHeads, model: nn.Module, buffer: TrainingBuffer, head_rows: list[torch.Tensor],
+                global_feats: torch.Tensor | None, config: TrainConfig, device: torch.device,
+                generator: torch.Generator, *, precision: str = "fp32", show: bool = True, log: bool = True,
+                desc: str = "training") -> list[HeadFit]:
+    """Optimise the K heads of ``stacked`` (through ``model``, it or its DDP wrapper) together, head k
+    on the buffer rows ``head_rows[k]`` (n_k,); see the module docstring.
+
+    precision: "fp32", "fp16" (CUDA autocast + GradScaler) or "bf16" (CPU autocast, fc3 in fp32).
     show: a tqdm bar (titled ``desc``); log: a progress log line every 10 % of the iterations.
-
-    Returns (last loss, last median reprojection error in px).
+    Raises FloatingPointError when the loss stops being finite (checked every CHECK_EVERY steps).
     """
     from tqdm import tqdm
 
-    use_amp = device.type == "cuda" and config.use_half
-    optimizer, scheduler = build_optimizer(head.parameters(), config)
+    use_amp, use_bf16 = precision == "fp16", precision == "bf16"
+    optimizer, scheduler = build_optimizer(stacked.parameters(), config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    head.train()
-    n, b = len(buffer), config.batch_size
-    order, position = torch.randperm(n, generator=generator, device=device), 0
-    loss_value, median_px = float("nan"), float("nan")
-    bar = tqdm(range(config.max_iterations), desc=desc, disable=not show)
-    log_every = max(1, config.max_iterations // 10)
+    stacked.train()
+    k, b, total = len(stacked), config.batch_size, config.max_iterations
+    batches = HeadBatches(head_rows, b, generator)
+    bar = tqdm(range(total), desc=desc, disable=not show)
+    log_every = max(1, total // 10)
+    first = None
     for it in bar:
-        if position + b > n:
-            order, position = torch.randperm(n, generator=generator, device=device), 0
-        rows = buffer.rows(order[position:position + b])
-        position += b
+        rows = buffer.rows(batches.next())
         features = rows["features"] if use_amp else rows["features"].float()
         g = _noisy_global(global_feats, rows["img_idx"], config.feat_noise_std, generator)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            pred = model(rows_to_grid(features), None if g is None else rows_to_grid(g.to(features.dtype)))
-        loss, stats = reprojection_loss(
-            grid_to_rows(pred.float()), rows["world_to_cam"], rows["K"], rows["K_inv"], rows["target_px"],
+        with torch.autocast(device.type, dtype=torch.bfloat16 if use_bf16 else torch.float16,
+                            enabled=use_amp or use_bf16):
+            pred = model(features.view(k, b, -1), None if g is None else g.to(features.dtype).view(k, b, -1),
+                         last_fp32=use_bf16)
+        terms, errors, valid = reprojection_terms(
+            pred.reshape(-1, 3).float(), rows["world_to_cam"], rows["K"], rows["K_inv"], rows["target_px"],
             loss_type=config.repro_loss_type, soft_clamp=config.repro_loss_soft_clamp,
             soft_clamp_min=config.repro_loss_soft_clamp_min, hard_clamp=config.repro_loss_hard_clamp,
             depth_min=config.depth_min, depth_max=config.depth_max, depth_target=config.depth_target,
-            iteration=it, total=config.max_iterations, schedule=config.repro_loss_schedule)
+            iteration=it, total=total, schedule=config.repro_loss_schedule)
+        head_losses = terms.view(k, b).sum(dim=1) / b  # each head's loss, as it would be alone
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(head_losses.sum()).backward()
         scale_before = scaler.get_scale()
         scaler.step(optimizer)
         scaler.update()
         if not use_amp or scaler.get_scale() >= scale_before:  # the optimiser stepped
             scheduler.step()
-        loss_value, median_px = float(loss.detach()), stats["median_px"]
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"training loss became {loss_value} at iteration {it}")
-        if show:
+        if first is None:
+            first = head_losses.detach().clone()
+        last = it + 1 == total
+        if (it + 1) % CHECK_EVERY and (it + 1) % log_every and not last:
+            continue
+        losses = head_losses.detach()
+        if not bool(torch.isfinite(losses).all()):
+            raise FloatingPointError(f"training loss became {losses.tolist()} by iteration {it}")
+        loss_value = float(losses.mean())
+        if show or (log and (it + 1) % log_every == 0) or last:
+            per_head, medians = _head_stats(losses, errors.detach().view(k, b), valid.view(k, b))
+            median_px = float(np.nanmedian(medians)) if not all(map(math.isnan, medians)) else float("nan")
             bar.set_postfix(loss=f"{loss_value:.3g}", px=f"{median_px:.1f}", refresh=False)
-        if log:
-            if (it + 1) % log_every == 0:
+            if log and (it + 1) % log_every == 0:
                 _logger.info("%s: iteration %d/%d loss %.4g median error %.2f px valid %.2f lr %.3g", desc, it + 1,
-                             config.max_iterations, loss_value, median_px, stats["valid_fraction"],
-                             scheduler.get_last_lr()[0])
+                             total, loss_value, median_px, float(valid.float().mean()), scheduler.get_last_lr()[0])
     bar.close()
-    return loss_value, median_px
+    return [HeadFit(f, l, m) for f, l, m in zip(first.tolist(), per_head, medians)]
 
 
 def train_map(config: TrainConfig, dataset, output_path: str | os.PathLike, *, progress: bool = True,
@@ -312,44 +377,50 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
     global_feats = None if global_np is None else torch.from_numpy(global_np).to(device)
 
     heads: list[GlaceHead] = []
-    losses: list[tuple[float, float]] = []
-    t1 = time.perf_counter()
-    for k, members in enumerate(plan.members):
+    head_rows: list[torch.Tensor] = []
+    for k, members in enumerate(plan.members):  # initial weights drawn in head order, as before
         head = GlaceHead(local_channels=local_channels,
                          global_channels=0 if global_np is None else global_np.shape[1],
                          head_channels=config.head_channels, mlp_ratio=config.mlp_ratio,
                          num_head_blocks=config.num_head_blocks, use_homogeneous=config.use_homogeneous,
                          num_decoder_clusters=config.num_decoder_clusters)
         head.set_centers(decoder_centres(poses[members, :3, 3], config.num_decoder_clusters))
-        head.to(device)
-        rows = buffer
+        heads.append(head.to(device))
+        chosen = torch.zeros(len(dataset), dtype=torch.bool, device=device)
+        chosen[torch.as_tensor(members, device=device)] = True
+        head_rows.append(torch.nonzero(chosen[buffer.img_idx]).flatten())
         if len(plan.members) > 1:
-            chosen = torch.zeros(len(dataset), dtype=torch.bool, device=device)
-            chosen[torch.as_tensor(members, device=device)] = True
-            rows = buffer.subset(torch.nonzero(chosen[buffer.img_idx]).flatten())
-            if len(rows) < config.batch_size:
-                raise ValueError(f"head {k} of the ensemble has {len(rows)} buffer rows, fewer than batch_size "
-                                 f"{config.batch_size}: use fewer clusters or a larger training_buffer_size")
-            _logger.info("head %d/%d: %d frames, %d buffer rows", k + 1, len(plan.members), len(members), len(rows))
-        model: nn.Module = head
+            _logger.info("head %d/%d: %d frames, %d buffer rows", k + 1, len(plan.members), len(members),
+                         len(head_rows[-1]))
+    precision = training_precision(config, device)
+    group = max(1, STACKED_ROWS // config.batch_size)  # heads per stacked module
+    fits: list[HeadFit] = []
+    t1 = time.perf_counter()
+    for start in range(0, len(heads), group):
+        stacked = StackedHeads(heads[start:start + group])
+        model: nn.Module = stacked
         if world > 1:
-            model = nn.parallel.DistributedDataParallel(head, device_ids=[device.index] if device.type == "cuda" else None)
-        desc = "training" if len(plan.members) == 1 else f"training head {k + 1}/{len(plan.members)}"
-        losses.append(train_head(head, model, rows, global_feats, config, device, device_generator,
-                                 show=show, log=rank == 0, desc=desc))
-        heads.append(head)
+            model = nn.parallel.DistributedDataParallel(
+                stacked, device_ids=[device.index] if device.type == "cuda" else None)
+        desc = ("training" if len(heads) == 1 else f"training {len(heads)} heads" if len(stacked) == len(heads)
+                else f"training heads {start + 1}-{start + len(stacked)}/{len(heads)}")
+        fits += train_heads(stacked, model, buffer, head_rows[start:start + group], global_feats, config, device,
+                            device_generator, precision=precision, show=show, log=rank == 0, desc=desc)
+        stacked.write_back()
     train_seconds = time.perf_counter() - t1
     iterations = config.max_iterations * len(heads)
-    loss, median_px = losses[-1] if len(losses) == 1 else (float(np.mean([l for l, _ in losses])),
-                                                            float(np.median([p for _, p in losses])))
-    _logger.info("rank %d: buffer %.1f s, training %.1f s (%.3f s/iteration), last loss %.4g, median %.2f px",
-                 rank, buffer_seconds, train_seconds, train_seconds / iterations, loss, median_px)
+    loss = float(np.mean([f.loss for f in fits]))
+    median_px = float(np.median([f.median_px for f in fits]))
+    _logger.info("rank %d: buffer %.1f s, training %.1f s (%s, %.4f s per step of %d heads), last loss %.4g, "
+                 "median %.2f px", rank, buffer_seconds, train_seconds, precision,
+                 train_seconds / config.max_iterations, len(heads), loss, median_px)
 
     written = None
     if rank == 0:
         info = {"made_by": "glace-train", "config": config.to_dict(), "frames": len(plan.frames),
                 "buffer_rows": len(buffer), "world_size": world, "buffer_seconds": round(buffer_seconds, 2),
-                "train_seconds": round(train_seconds, 2), "final_loss": loss, "final_median_px": median_px}
+                "train_seconds": round(train_seconds, 2), "precision": precision, "final_loss": loss,
+                "final_median_px": median_px}
         sidecar = {**metadata, "encoder": encoder_entry, "training": info}
         result: nn.Module = heads[0]
         if plan.ensemble:
@@ -357,7 +428,7 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
             sidecar["ensemble"] = {
                 "requested_clusters": plan.requested_clusters, "cluster_overlap": config.cluster_overlap,
                 "frames_per_head": [len(m) for m in plan.members],
-                "final_median_px_per_head": [round(p, 3) for _, p in losses],
+                "final_median_px_per_head": [round(f.median_px, 3) for f in fits],
                 "routing": "clusters ranked by the cosine similarity of 2x2 average-pooled encoder features to their mapping frames"}
         for head in heads:
             head.eval()
@@ -367,4 +438,4 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
     if world > 1:
         dist.barrier()
     return TrainResult(written, iterations, len(plan.frames), len(buffer), buffer_seconds, train_seconds,
-                       loss, median_px, world, len(heads))
+                       loss, median_px, world, len(heads), fits)
