@@ -3,8 +3,9 @@
     . scripts/env.sh && python bench/covariance.py [--work /tmp/glace_bench] [--fit]
 
 Scenes (cached in ``--work`` and shared with bench/hard_scenes.py, bench/bench_scenes.py): three
-held-out synthetic rooms (the ``dense``, ``lighting`` and ``blur`` variants of hard_scenes) and one
-real-style variant (``sparse``: painted walls, few pictures), each mapped with the cpu preset. Every test frame goes through ``glace_core.localizer.Localizer`` (the node's
+held-out synthetic rooms (the ``dense``, ``lighting`` and ``blur`` variants of hard_scenes) and the
+real-style variants ``sparse`` (painted walls, few pictures), ``offset`` (test path 0.5 m and 20 deg
+away from the mapping path) and ``camera`` (another camera), each mapped with the cpu preset. Every test frame goes through ``glace_core.localizer.Localizer`` (the node's
 path, default options); frames the node would publish by inlier count (``min_inlier_count``, 100)
 are scored: the 6-DoF error vector e (``pose_error_vector``: position in the map frame, rotation
 about the map axes) against the published covariance C, d^2 = e^T C^-1 e.
@@ -37,7 +38,7 @@ from glace_core.pose_covariance import (CovarianceCalibration, covariance_from_r
 
 CHI2_6_MEDIAN, CHI2_6_95 = 5.348, 12.592
 MIN_INLIERS = 100  # the node's min_inlier_count
-SCENES = ("dense", "lighting", "blur", "sparse")
+SCENES = ("dense", "lighting", "blur", "sparse", "offset", "camera")
 
 
 def frame_stats(scene_dir: Path, map_path: Path) -> list[dict]:
