@@ -367,7 +367,6 @@ def summarize(records: list[PeerRecord], peer_map: PeerMap, with_gt: bool = True
         t = np.array([r.t_err_m for r in records])
         r = np.array([r.r_err_deg for r in records])
         summary["accuracy"] = accuracy_table(t, r)
-        summary["accuracy"]["pct_10cm_10deg"] = float(100.0 * np.mean((t < 0.10) & (r < 10.0)))
         summary["median_t_cm"], summary["median_r_deg"] = summary["accuracy"]["median_t_cm"], \
             summary["accuracy"]["median_r_deg"]
     return summary

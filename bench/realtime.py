@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         moves = [pose_errors(a, b) for a, b in zip(acc["poses"], ref) if a is not None and b is not None]
         change = f"{np.median([m[0] for m in moves]) * 100:.3f} cm / {np.median([m[1] for m in moves]):.3f} deg" \
             if moves else "n/a"
-        print(f"| {prec} | {acc['accuracy']['pct_5cm_5deg']:.0f} % | {acc['accuracy'].get('pct_10cm_10deg', float('nan')):.0f} % | "
+        print(f"| {prec} | {acc['accuracy']['pct_5cm_5deg']:.0f} % | {acc['accuracy']['pct_10cm_10deg']:.0f} % | "
               f"{acc['median_t_cm']:.1f} cm / {acc['median_r_deg']:.2f} deg | {change} |")
     if args.mapping:
         print(f"\nmapping (glace-train --preset cpu, {args.scene}): {mapping_seconds(args.scene):.0f} s")

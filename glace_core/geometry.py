@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 #: (translation in metres, rotation in degrees, key) of the accuracy thresholds glace-eval reports.
-ACCURACY_THRESHOLDS = ((0.10, 5.0, "pct_10cm_5deg"), (0.05, 5.0, "pct_5cm_5deg"),
+ACCURACY_THRESHOLDS = ((0.10, 10.0, "pct_10cm_10deg"), (0.10, 5.0, "pct_10cm_5deg"), (0.05, 5.0, "pct_5cm_5deg"),
                        (0.02, 2.0, "pct_2cm_2deg"), (0.01, 1.0, "pct_1cm_1deg"))
 
 
@@ -274,7 +274,7 @@ def backproject(depth, K, cam_to_world) -> np.ndarray:
 def accuracy_table(t_errs, r_errs) -> dict[str, float]:
     """glace-eval's accuracy summary of per-frame errors (N,) in metres and degrees.
 
-    Returns ``pct_10cm_5deg``, ``pct_5cm_5deg``, ``pct_2cm_2deg``, ``pct_1cm_1deg`` (percent of frames
+    Returns ``pct_10cm_10deg``, ``pct_10cm_5deg``, ``pct_5cm_5deg``, ``pct_2cm_2deg``, ``pct_1cm_1deg`` (percent of frames
     with t < threshold AND r < threshold, strict), ``median_t_cm`` and ``median_r_deg`` (the element at
     index n // 2 of the sorted errors, as the reference). Failed frames should carry inf errors;
     NaN counts as not within any threshold.

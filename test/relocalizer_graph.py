@@ -1,4 +1,4 @@
-"""A live rclpy graph around one RelocalizerNode, for the node tests and bench/node_latency.py.
+"""A live rclpy graph around one RelocalizerNode, for the node tests.
 
 ``RelocalizerGraph`` starts the node in-process (its own namespace and topics) plus a tester node
 that publishes images, CameraInfo and TF and records what the relocalizer publishes, all spun by a

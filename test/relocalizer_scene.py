@@ -1,4 +1,4 @@
-"""The tiny scene and map of the node tests (and bench/node_latency.py), built once and cached.
+"""The tiny scene and map of the node tests, built once and cached.
 
 ``build_tiny_scene(work)`` renders a synthetic box room (``pretraining_fixtures.render``: real photos
 on the walls, exact poses and depth) along a loop, the test frames half-way between training frames

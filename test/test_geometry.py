@@ -164,6 +164,7 @@ def test_accuracy_table_thresholds_are_strict_and_median_is_n_over_2():
     assert even["median_t_cm"] == pytest.approx(30.0) and even["median_r_deg"] == 3
     # rotation alone can fail a frame
     assert g.accuracy_table([0.001], [5.0])["pct_10cm_5deg"] == 0.0
+    assert g.accuracy_table([0.0999, 0.05], [9.99, 10.0])["pct_10cm_10deg"] == 50.0
     with pytest.raises(ValueError, match="same length"):
         g.accuracy_table([0.1], [1, 2])
     with pytest.raises(ValueError, match="at least one"):
