@@ -29,6 +29,7 @@ def _native_extensions():
             "dsac_native._dsac_native",
             sources,
             include_dirs=include_dirs,
+            depends=sorted(glob.glob(os.path.join("dsac_native", "include", "dsac_native", "*.hpp"))),  # a header change rebuilds
             cxx_std=17,
             extra_compile_args=["-O3", "-fvisibility=hidden"],
             extra_link_args=["-pthread"],

@@ -7,7 +7,7 @@ One run, every configuration measured in it (``--precisions``, fp32 first: ratio
 
 1. Offline, ``glace_core.localizer.Localizer.localize`` over the scene's test frames (a warm-up pass,
    then a timed pass): median per-stage times (preprocess, global, encoder/head or network, ransac,
-   statistics, total), accuracy (5 cm/5 deg, 10 cm/10 deg, medians) and, against fp32, the median
+   statistics, total; median and p90), accuracy (5 cm/5 deg, 10 cm/10 deg, medians) and, against fp32, the median
    pose change per frame.
 2. Through the live node (``glace_ros.relocalizer_node`` in its own process, as glace-replay-eval
    starts it, reliable images over the shared-memory profile): ``--frames`` images (the test frames
@@ -62,7 +62,8 @@ def offline(scene: Path, map_path: Path, precision: str) -> dict:
         t_err.append(t)
         r_err.append(r)
     acc = accuracy_table(np.array(t_err), np.array(r_err))
-    return {"stages": {k: float(np.median(v)) for k, v in stages.items()}, "accuracy": acc, "poses": poses,
+    return {"stages": {k: float(np.median(v)) for k, v in stages.items()},
+            "p90": {k: float(np.percentile(v, 90)) for k, v in stages.items()}, "accuracy": acc, "poses": poses,
             "median_t_cm": float(np.median(t_err) * 100), "median_r_deg": float(np.median(r_err))}
 
 
@@ -177,6 +178,10 @@ def main(argv=None) -> int:
     print("| precision | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
     for prec, r in results.items():
         print(f"| {prec} | " + " | ".join(f"{r['offline']['stages'].get(k, float('nan')):.1f}" for k in keys) + " |")
+    print("\n## offline stage times (p90 ms per frame: where the tail comes from)")
+    print("| precision | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
+    for prec, r in results.items():
+        print(f"| {prec} | " + " | ".join(f"{r['offline']['p90'].get(k, float('nan')):.1f}" for k in keys) + " |")
     print("\n## through the live node (lockstep, ms)")
     print("| precision | frames | p50 | p90 | p99 | max | stalls > 100 ms | poses/s (1/mean) | overhead p50 - offline | p50 / fp32 |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -61,13 +61,13 @@ def estimate_pose(
     scene_coordinates: npt.NDArray[np.float32], fx: float, fy: float, cx: float, cy: float, *,
     subsampling: int = 8, hypotheses: int = 64, threshold: float = 10.0, inlier_alpha: float = 100.0,
     max_reprojection_error: float = 100.0, max_refinement_iterations: int = 100, seed: int = 0,
-    num_threads: int = 0, max_candidates: int = 100000, confidence: float = 0.9999, prescore_cells: int = 256,
+    num_threads: int = 0, max_candidates: int = 20000, confidence: float = 0.9999, prescore_cells: int = 256,
 ) -> Result: ...
 def estimate_pose_from_correspondences(
     pixels: npt.NDArray[np.floating], points: npt.NDArray[np.floating], fx: float, fy: float, cx: float,
     cy: float, *, hypotheses: int = 64, threshold: float = 10.0, inlier_alpha: float = 100.0,
     max_reprojection_error: float = 100.0, max_refinement_iterations: int = 100, seed: int = 0,
-    num_threads: int = 0, max_candidates: int = 100000, confidence: float = 0.9999, prescore_cells: int = 256,
+    num_threads: int = 0, max_candidates: int = 20000, confidence: float = 0.9999, prescore_cells: int = 256,
 ) -> Result: ...
 def estimate_pose_with_options(
     scene_coordinates: npt.NDArray[np.float32], fx: float, fy: float, cx: float, cy: float,

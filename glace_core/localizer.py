@@ -93,6 +93,9 @@ class RansacOptions:
     max_refinement_iterations: int = _NATIVE.max_refinement_iterations
     seed: int = _NATIVE.seed  # the same frame and seed give the same pose
     num_threads: int = _NATIVE.num_threads  # 0: all cores
+    max_candidates: int = _NATIVE.max_candidates  # P3P candidates drawn at most (the stopping rule may stop earlier)
+    confidence: float = _NATIVE.confidence  # the stopping rule's confidence of having drawn an all-inlier sample
+    prescore_cells: int = _NATIVE.prescore_cells  # random cells each candidate is ranked on before full scoring
 
     def __post_init__(self):
         for name in ("hypotheses", "threshold", "inlier_alpha", "max_reprojection_error"):
@@ -102,6 +105,11 @@ class RansacOptions:
         for name in ("max_refinement_iterations", "seed", "num_threads"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"RANSAC {name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("max_candidates", "prescore_cells"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"RANSAC {name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0.0 < float(self.confidence) < 1.0:
+            raise ValueError(f"RANSAC confidence must be in (0, 1), got {self.confidence!r}")
 
     def solver_kwargs(self) -> dict:
         """Keyword arguments of ``dsac_native.estimate_pose`` (names identical to the fields)."""

@@ -131,6 +131,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               maximum=1e9),
     ParamSpec("max_reprojection_error", _RANSAC.max_reprojection_error, "pixels: reprojection errors are clamped "
               "to it when scoring", minimum=1e-3, maximum=1e9),
+    ParamSpec("max_candidates", _RANSAC.max_candidates, "RANSAC: P3P candidates drawn at most per frame and head "
+              "(the stopping rule at 0.9999 confidence usually stops earlier; a badly routed head runs to it)",
+              minimum=1, maximum=10000000),
     ParamSpec("seed", _RANSAC.seed, "RANSAC random seed (the same frame and seed give the same pose)", minimum=0,
               maximum=2 ** 31 - 1),
     ParamSpec("ensemble_candidates", DEFAULT_CANDIDATES, "ensemble maps (glace-train --num_clusters, the cpu "

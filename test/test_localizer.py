@@ -36,6 +36,10 @@ def test_ransac_defaults_are_the_native_solvers():
         RansacOptions(threshold=0)
     with pytest.raises(ValueError, match="hypotheses"):
         RansacOptions(hypotheses=float("nan"))
+    with pytest.raises(ValueError, match="confidence"):
+        RansacOptions(confidence=1.0)
+    with pytest.raises(ValueError, match="max_candidates"):
+        RansacOptions(max_candidates=0)
     with pytest.raises(ValueError, match="global_mode"):
         LocalizerOptions(global_mode="sometimes")
     with pytest.raises(ValueError, match="ensemble_candidates"):

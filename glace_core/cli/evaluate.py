@@ -17,13 +17,14 @@ from glace_core.cpu_features import PRECISIONS
 from glace_core.localizer import RansacOptions
 from glace_core.map_predictor import DEFAULT_CANDIDATES
 
-#: the reference's RANSAC flags (test_ace.py) -> RansacOptions fields, plus --seed and --num_threads
+#: the reference's RANSAC flags (test_ace.py) -> RansacOptions fields, plus --seed, --max_candidates and --num_threads
 RANSAC_FLAGS = (("--hypotheses", "-hyps", "hypotheses", "RANSAC hypotheses per frame"),
                 ("--threshold", "-t", "threshold", "inlier threshold (px)"),
                 ("--inlieralpha", "-ia", "inlier_alpha", "alpha of the soft inlier count"),
                 ("--maxpixelerror", "-maxerrr", "max_reprojection_error",
                  "reprojection errors are clamped at this value (px) when scoring"),
                 ("--seed", None, "seed", "RANSAC seed (the same for every frame)"),
+                ("--max_candidates", None, "max_candidates", "RANSAC P3P candidates drawn at most per head"),
                 ("--num_threads", None, "num_threads",
                  "RANSAC threads; 0: all cores, shared by the candidate heads of an ensemble, solved at once"))
 

@@ -38,7 +38,10 @@ struct Options {
   // SIMD; a candidate with no inlier among the first 64 of them and a disagreeing 4th sample cell
   // stops there and scores 0), until the RANSAC stopping rule at `confidence` is met or
   // `max_candidates` were drawn.
-  int max_candidates = 100000;
+  // 20000: on scene coordinates of the bench scenes the poorly routed candidate head of an ensemble
+  // (1-2 % inliers) ran to the cap, 70-80 ms per solve at 100000; 20000 gave the same accuracy on
+  // six scenes with a 3-5x lower p90 (BENCHMARKS.md "Real time through the node").
+  int max_candidates = 20000;
   double confidence = 0.9999;
   int prescore_cells = 256;
   int max_batch = 1024;                 // largest candidate batch between two stopping checks
