@@ -7,8 +7,8 @@
 Presets layer values over the paper defaults; options given explicitly win over the preset:
 ``TrainConfig.from_preset("cpu", max_iterations=500)``.
 
-The ``cpu`` preset: map a ~250-frame 480x640 scene in about four minutes on 2 CPU cores, as an
-ensemble of 16 cluster heads (``glace_core.head_ensemble``). Measured on held-out
+The ``cpu`` preset: map a ~250-frame 480x640 scene in 4-8 minutes on 2 CPU cores (about four on
+AVX-512 Zen 5 cores, 6-8 on AVX2-only ones; BENCHMARKS.md "Mapping time"), as an ensemble of 16 cluster heads (``glace_core.head_ensemble``). Measured on held-out
 ``glace-make-scene`` rooms (loop trajectory, 250 train / 50 test frames, seeds 100 and 101) with the
 default XFeat encoder (BENCHMARKS.md "Encoders"). What it changes, and why:
 
