@@ -37,8 +37,8 @@ __all__ = ["CovarianceCalibration", "pose_jacobians", "covariance_from_residuals
 class CovarianceCalibration:
     """Scale and floors of :func:`covariance_from_residuals` (defaults: the fit in BENCHMARKS.md)."""
 
-    # n_eff: independent observations the inliers are worth. Fitted by bench/covariance.py --fit on the
-    # held-out bench scenes (leave-one-scene-out fits 28-34 on the textured ones; BENCHMARKS.md "Covariance")
+    # n_eff: independent observations the inliers are worth. Fitted by bench/covariance.py --fit on six
+    # held-out bench scenes (all scenes: 30.8; leave-one-scene-out 25.6-38.2; BENCHMARKS.md "Covariance")
     effective_observations: float = 30.0
     min_position_std_m: float = 0.005  # floor of each position standard deviation
     min_rotation_std_rad: float = math.radians(0.2)  # floor of each rotation standard deviation

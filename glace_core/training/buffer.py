@@ -46,8 +46,7 @@ class TrainingBuffer:
 
     def subset(self, index: torch.Tensor) -> "TrainingBuffer":
         """A new buffer holding the rows at ``index`` (M,) (copies)."""
-        return TrainingBuffer(**{name: getattr(self, name)[index] for name in
-                                 ("features", "target_px", "world_to_cam", "K", "K_inv", "img_idx")})
+        return TrainingBuffer(**self.rows(index))
 
     def rows(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The rows at ``index`` (B,) as a dict of (B, ...) tensors."""
