@@ -7,7 +7,9 @@ needs where the caller did not:
 - ``FASTDDS_DEFAULT_PROFILES_FILE``: the package's ``config/fastdds_shm.xml`` (a 32 MB shared-memory
   segment, so 900 kB images pass between processes; found through ament, the source checkout or the
   pip prefix);
-- ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a temporary ``ROS_LOG_DIR``.
+- ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a temporary ``ROS_LOG_DIR``;
+- ``OMP_WAIT_POLICY=PASSIVE``, as ``scripts/env.sh`` and the launch file set it (BENCHMARKS.md "CPU
+  sharing": torch's spinning OpenMP threads slow the node down when other threads share the cores).
 
 On top of that the node subscribes reliably (``image_qos: reliable``). :class:`NodeProcess`
 starts ``glace_ros.relocalizer_node`` with a parameter file; the child gets SIGTERM if this
@@ -50,6 +52,7 @@ def ros_environment(base: dict | None = None) -> dict:
     """``base`` (default os.environ) plus the settings of the module docstring where they are unset."""
     env = dict(os.environ if base is None else base)
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if not env.get("ROS_LOG_DIR"):
         env["ROS_LOG_DIR"] = tempfile.mkdtemp(prefix="glace-roslog-")
     if not env.get("FASTDDS_DEFAULT_PROFILES_FILE"):

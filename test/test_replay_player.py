@@ -108,3 +108,18 @@ def test_as_fast_as_possible_loses_nothing(player_setup, tiny_scene):
     assert _localizable(tiny_scene) <= set(recorder.answers)
     assert g.wait_for(lambda: int(g.diagnostics.get("frames_processed", 0)) == len(tiny_scene.frames), 10.0)
     assert g.diagnostics["frames_dropped"] == "0"
+
+
+def test_the_node_environment_carries_images_and_sleeping_openmp_from_a_bare_shell(tmp_path):
+    """What glace-replay-eval gives the node it starts, whatever the caller's shell set: the package's
+    shared-memory transport profile and passive OpenMP (as scripts/env.sh and the launch file); a
+    value the caller set is kept."""
+    from glace_ros.replay_node import PROFILE_NAME, ros_environment
+
+    bare = ros_environment({"PATH": os.environ.get("PATH", "")})
+    assert bare["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert bare["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    assert bare["FASTDDS_DEFAULT_PROFILES_FILE"].endswith(PROFILE_NAME)
+    assert os.path.isdir(bare["ROS_LOG_DIR"])
+    own = ros_environment({"OMP_WAIT_POLICY": "ACTIVE", "ROS_LOG_DIR": str(tmp_path)})
+    assert own["OMP_WAIT_POLICY"] == "ACTIVE" and own["ROS_LOG_DIR"] == str(tmp_path)
