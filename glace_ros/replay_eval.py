@@ -47,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_GT_TOPIC = "/ground_truth/pose"
 MIN_ANSWERED = 0.9  # a replay answering fewer frames fails unless allow_drops
+DIAGNOSTICS_WAIT_S = 2.5  # for the node's last /diagnostics (published at 1 Hz) after its last pose
 
 
 @dataclass
@@ -225,6 +226,9 @@ def _replay(bag: BagReader, opt: ReplayOptions, topics: list[str], image_topic: 
             raise ReplayError(f"{exc} (code {node.proc.returncode}); its log ({node.log_path}) ends with:\n"
                               f"{node.log_tail()}") from exc
         player.wait_tail(opt.tail_timeout)
+        if not recorder.wait_final_diagnostics(DIAGNOSTICS_WAIT_S):
+            logger.warning("no /diagnostics from the node after its last pose within %.1f s: its counts in the "
+                           "summary may miss the last frames", DIAGNOSTICS_WAIT_S)
     finally:
         executor.shutdown(timeout_sec=2.0)
         spinner.join(timeout=5.0)  # before the context goes: a thread left in rcl's wait aborts at exit

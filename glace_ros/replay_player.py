@@ -69,6 +69,7 @@ class Recorder:
         self.finished = 0  # frames_processed + frames_dropped
         self.received = 0  # frames_received
         self.diagnostics: dict[str, str] = {}  # the node's latest /diagnostics key/values
+        self.diagnostics_ns = 0  # monotonic clock when they arrived
         self._status_prefix = "/" + node_name.lstrip("/") + ":"
 
     def on_diagnostics(self, msg) -> None:
@@ -83,8 +84,20 @@ class Recorder:
                 continue
             with self.cond:
                 self.finished, self.received = max(self.finished, finished), max(self.received, received)
-                self.diagnostics = values
+                self.diagnostics, self.diagnostics_ns = values, time.monotonic_ns()
                 self.cond.notify_all()
+
+    def wait_final_diagnostics(self, timeout: float) -> bool:
+        """Wait until /diagnostics arrived after the last answer, so that ``diagnostics`` counts every
+        frame (the node publishes them at 1 Hz); False if none came within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.diagnostics_ns <= self.last_ns:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
 
     def on_pose(self, msg) -> None:
         from glace_ros.pose_messages import pose_to_matrix

@@ -228,6 +228,9 @@ def test_replay_eval_agrees_with_glace_eval(scene, untrained_map, ros_domain, tm
     summary = __import__("json").loads((out / "summary.json").read_text())
     assert summary["frames"] == 6 and summary["answered"] == 6 and summary["answered_fraction"] == 1.0
     assert summary["latency"]["count"] == 6 and 0 < summary["latency"]["p50_ms"] <= summary["latency"]["max_ms"]
+    # the node's own counts are from a /diagnostics sent after its last pose: every frame is in them
+    node = summary["node"]
+    assert int(node["frames_received"]) >= 6 and int(node["frames_processed"]) >= 6, node
     replayed = _read_poses_file(out / "poses_test_mcap.txt")
     reference = _glace_eval_poses(scene, untrained_map, tmp_path, hypotheses=16)
     assert len(replayed) == len(reference) == 6
