@@ -3,12 +3,14 @@
     . scripts/env.sh && python bench/realtime.py [--scene demo_out/scene --map demo_out/map.pt]
         [--frames 1000] [--precisions fp32,auto] [--mapping]
 
-One run, every configuration measured in it (``--precisions``, fp32 first: ratios are against it):
+One run, every configuration measured in it (``--precisions``, the first is the reference the ratios
+and pose changes are against). A configuration is a precision, optionally with ``@RATIO`` for the
+``early_accept_ratio`` (``fp32@0``: every candidate head on every frame, as before early accept):
 
 1. Offline, ``glace_core.localizer.Localizer.localize`` over the scene's test frames (a warm-up pass,
    then a timed pass): median per-stage times (preprocess, global, encoder/head or network, ransac,
-   statistics, total; median and p90), accuracy (5 cm/5 deg, 10 cm/10 deg, medians) and, against fp32, the median
-   pose change per frame.
+   statistics, total; median and p90), accuracy (5 cm/5 deg, 10 cm/10 deg, medians), the candidate
+   heads run per frame and, against the first configuration, the median pose change per frame.
 2. Through the live node (``glace_ros.relocalizer_node`` in its own process, as glace-replay-eval
    starts it, reliable images over the shared-memory profile): ``--frames`` images (the test frames
    cycled, new stamps), each published with its CameraInfo after the previous pose arrived
@@ -17,7 +19,7 @@ One run, every configuration measured in it (``--precisions``, fp32 first: ratio
 3. ``--mapping``: the wall time of ``glace-train --preset cpu`` on the scene (minutes).
 
 The machine's load average is printed before and after: absolute times on shared machines are noisy,
-the ratios against fp32 in the same run less so.
+the ratios against the first configuration in the same run less so.
 """
 from __future__ import annotations
 
@@ -40,34 +42,49 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def offline(scene: Path, map_path: Path, precision: str) -> dict:
+def parse_config(text: str) -> tuple[str, float | None]:
+    """``PRECISION`` or ``PRECISION@RATIO`` -> (precision, early_accept_ratio or None for the default)."""
+    precision, _, ratio = text.partition("@")
+    return precision, (float(ratio) if ratio else None)
+
+
+def localizer_options(config: str):
+    from glace_core.localizer import LocalizerOptions
+
+    precision, early = parse_config(config)
+    return LocalizerOptions(precision=precision, **({} if early is None else {"early_accept_ratio": early}))
+
+
+def offline(scene: Path, map_path: Path, config: str) -> dict:
     """Per-frame stage times, accuracy and poses of ``Localizer.localize`` on the test split."""
     from glace_core.dataset import SceneSplit
     from glace_core.geometry import accuracy_table, pose_errors
-    from glace_core.localizer import Localizer, LocalizerOptions
+    from glace_core.localizer import Localizer
 
-    localizer = Localizer.load(map_path, device="cpu", options=LocalizerOptions(precision=precision))
+    localizer = Localizer.load(map_path, device="cpu", options=localizer_options(config))
     split = SceneSplit(scene, "test")
     frames = [(split.load_rgb(i), split[i].K, np.asarray(split[i].pose)) for i in range(len(split))]
     for rgb, K, _ in frames:
         localizer.localize(rgb, K)  # warm-up: every graph built
     stages: dict[str, list[float]] = {}
-    poses, t_err, r_err = [], [], []
+    poses, heads, t_err, r_err = [], [], [], []
     for rgb, K, gt in frames:
         loc = localizer.localize(rgb, K)
         for k, v in loc.timings.items():
             stages.setdefault(k, []).append(v * 1e3)
         poses.append(loc.camera_to_world)
+        heads.append(len(loc.candidates))
         t, r = pose_errors(loc.camera_to_world, gt) if loc.success else (np.inf, np.inf)
         t_err.append(t)
         r_err.append(r)
     acc = accuracy_table(np.array(t_err), np.array(r_err))
     return {"stages": {k: float(np.median(v)) for k, v in stages.items()},
             "p90": {k: float(np.percentile(v, 90)) for k, v in stages.items()}, "accuracy": acc, "poses": poses,
+            "heads": float(np.mean(heads)),
             "median_t_cm": float(np.median(t_err) * 100), "median_r_deg": float(np.median(r_err))}
 
 
-def through_node(scene: Path, map_path: Path, precision: str, n_frames: int) -> dict:
+def through_node(scene: Path, map_path: Path, config: str, n_frames: int) -> dict:
     """Lockstep latency (ms) of ``n_frames`` images through the node in its own process."""
     import rclpy
     from geometry_msgs.msg import PoseStamped
@@ -89,9 +106,11 @@ def through_node(scene: Path, map_path: Path, precision: str, n_frames: int) -> 
     env = ros_environment()
     for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE"):
         os.environ.setdefault(key, env[key])
-    name = f"realtime_{os.getpid()}_{precision}"
+    precision, early = parse_config(config)
+    name = f"realtime_{os.getpid()}_{config.replace('@', '_at_').replace('.', '_')}"
     params = {"map_path": str(map_path), "image_topic": f"/{name}/image", "camera_info_topic": f"/{name}/info",
               "image_qos": "reliable", "precision": precision, "min_inlier_count": 0,
+              **({} if early is None else {"early_accept_ratio": early}),
               "max_position_stddev": 0.0, "max_rotation_stddev": 0.0, "tf_mode": "none"}
     log = Path(tempfile.mkdtemp(prefix="glace-realtime-")) / "node.log"
     node = NodeProcess(name, params, None, env, log)
@@ -160,7 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--scene", type=Path, default=Path("demo_out/scene"), help="DSAC*-layout scene (test split used)")
     p.add_argument("--map", type=Path, default=Path("demo_out/map.pt"), help="its map")
     p.add_argument("--frames", type=int, default=1000, help="frames through the live node per configuration")
-    p.add_argument("--precisions", default="fp32,auto", help="configurations, fp32 first")
+    p.add_argument("--precisions", default="fp32,auto",
+                   help="configurations, the reference first: PRECISION or PRECISION@EARLY_ACCEPT_RATIO (fp32@0: "
+                        "every candidate head on every frame)")
     p.add_argument("--mapping", action="store_true", help="also time glace-train --preset cpu on the scene")
     args = p.parse_args(argv)
     from glace_core.cpu_features import cpu_features
@@ -175,15 +196,15 @@ def main(argv=None) -> int:
     base = precisions[0]
     print("\n## offline stage times (median ms per frame)")
     keys = list(results[base]["offline"]["stages"])
-    print("| precision | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
+    print("| configuration | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
     for prec, r in results.items():
         print(f"| {prec} | " + " | ".join(f"{r['offline']['stages'].get(k, float('nan')):.1f}" for k in keys) + " |")
     print("\n## offline stage times (p90 ms per frame: where the tail comes from)")
-    print("| precision | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
+    print("| configuration | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
     for prec, r in results.items():
         print(f"| {prec} | " + " | ".join(f"{r['offline']['p90'].get(k, float('nan')):.1f}" for k in keys) + " |")
     print("\n## through the live node (lockstep, ms)")
-    print("| precision | frames | p50 | p90 | p99 | max | stalls > 100 ms | poses/s (1/mean) | overhead p50 - offline | p50 / fp32 |")
+    print("| configuration | frames | p50 | p90 | p99 | max | stalls > 100 ms | poses/s (1/mean) | overhead p50 - offline | p50 / first |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for prec, r in results.items():
         n, off = r["node"], r["offline"]["stages"]["total"]
@@ -191,7 +212,8 @@ def main(argv=None) -> int:
               f"{n['stalls']} | {1000 / n['mean']:.1f} | {n['p50'] - off:.1f} | "
               f"{n['p50'] / results[base]['node']['p50']:.2f} |")
     print("\n## accuracy (test split)")
-    print("| precision | 5 cm/5 deg | 10 cm/10 deg | median | median pose change vs " + base + " |\n|---|---|---|---|---|")
+    print("| configuration | 5 cm/5 deg | 10 cm/10 deg | median | heads run per frame | median pose change vs " + base +
+          " |\n|---|---|---|---|---|---|")
     from glace_core.geometry import pose_errors
 
     for prec, r in results.items():
@@ -200,7 +222,7 @@ def main(argv=None) -> int:
         change = f"{np.median([m[0] for m in moves]) * 100:.3f} cm / {np.median([m[1] for m in moves]):.3f} deg" \
             if moves else "n/a"
         print(f"| {prec} | {acc['accuracy']['pct_5cm_5deg']:.0f} % | {acc['accuracy']['pct_10cm_10deg']:.0f} % | "
-              f"{acc['median_t_cm']:.1f} cm / {acc['median_r_deg']:.2f} deg | {change} |")
+              f"{acc['median_t_cm']:.1f} cm / {acc['median_r_deg']:.2f} deg | {acc['heads']:.2f} | {change} |")
     if args.mapping:
         print(f"\nmapping (glace-train --preset cpu, {args.scene}): {mapping_seconds(args.scene):.0f} s")
     print(f"\nload average after: {_load()}")

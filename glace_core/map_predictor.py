@@ -14,11 +14,13 @@ caller runs RANSAC on each and keeps the pose with the most inliers (ACE's rule 
   CPU and fp16 autocast on CUDA.
 
 Timings (seconds) of the last call are in ``timings``: ``network`` for the fused single-head path,
-else ``encoder`` and ``head`` (routing and all candidate heads).
+else ``encoder`` and ``head`` (routing and the candidate heads that ran). ``iterate`` yields the
+candidates one at a time, each head run when its candidate is asked for.
 """
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -86,23 +88,32 @@ class MapPredictor:
 
     def __call__(self, image: torch.Tensor, global_features: torch.Tensor | None = None
                  ) -> list[tuple[int, torch.Tensor]]:
+        return list(self.iterate(image, global_features))
+
+    def iterate(self, image: torch.Tensor, global_features: torch.Tensor | None = None
+                ) -> Iterator[tuple[int, torch.Tensor]]:
+        """The candidates one at a time, best-routed first: a head runs only when its candidate is
+        asked for, so a caller that stops early (``Localizer``'s ``early_accept_ratio``) saves the
+        other heads. ``timings`` counts what ran so far."""
         image = image.to(self.device)
         gvec = global_features if int(getattr(self.model, "global_channels", 0)) else None
         t0 = time.perf_counter()
         if self._fast_single is not None:
             sc = self._fast_single(image, gvec)
             self.timings = {"network": time.perf_counter() - t0}
-            return [(0, sc.float())]
+            yield 0, sc.float()
+            return
         use_amp = self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
             feats = self._fast_encoder(image) if self._fast_encoder is not None else self.encoder(image)
             _sync(self.device)
             t1 = time.perf_counter()
-            if not self.ensemble:
-                out = [(0, self.model(feats, gvec).float())]
-            else:
-                order = self.model.route(feats, self.candidates or None)
-                out = [(k, self._head(k)(feats, gvec).float()) for k in order]
-            _sync(self.device)
-        self.timings = {"encoder": t1 - t0, "head": time.perf_counter() - t1}
-        return out
+            order = self.model.route(feats, self.candidates or None) if self.ensemble else [0]
+        self.timings = {"encoder": t1 - t0, "head": time.perf_counter() - t1}  # routing counts as head time
+        for k in order:
+            t2 = time.perf_counter()
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
+                sc = (self._head(k)(feats, gvec) if self.ensemble else self.model(feats, gvec)).float()
+                _sync(self.device)
+            self.timings["head"] += time.perf_counter() - t2
+            yield k, sc

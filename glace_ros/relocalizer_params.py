@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, Mapping
 
 from glace_core.cpu_features import PRECISIONS
-from glace_core.localizer import GLOBAL_MODES, LocalizerOptions, RansacOptions
+from glace_core.localizer import DEFAULT_EARLY_ACCEPT_RATIO, GLOBAL_MODES, LocalizerOptions, RansacOptions
 from glace_core.map_predictor import DEFAULT_CANDIDATES
 from glace_ros.output_policy import INITIALPOSE_MODES, GateLimits
 from glace_ros.tf_output import TF_MODES
@@ -139,6 +139,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("ensemble_candidates", DEFAULT_CANDIDATES, "ensemble maps (glace-train --num_clusters, the cpu "
               "preset): heads run per frame, best-routed first, each with RANSAC; the pose with the most inliers "
               "wins (0: every head; BENCHMARKS.md 'Encoders')", minimum=0, maximum=1024),
+    ParamSpec("early_accept_ratio", DEFAULT_EARLY_ACCEPT_RATIO, "ensemble maps: the best-routed head's pose is kept "
+              "without running the other candidates when its RANSAC inliers are at least this share of the cells "
+              "(0: every candidate always runs; BENCHMARKS.md 'Real time')", minimum=0.0, maximum=1.0),
     # quality gate
     ParamSpec("min_inlier_count", 100, "poses with fewer RANSAC inliers are not published", minimum=0,
               maximum=10 ** 9),
@@ -270,7 +273,7 @@ def _localizer_options(self) -> LocalizerOptions:
     ransac = RansacOptions(**{f.name: getattr(self, f.name) for f in fields(RansacOptions)
                               if f.name in PARAMETERS_BY_NAME})
     return LocalizerOptions(image_resolution=self.image_resolution, ensemble_candidates=self.ensemble_candidates,
-                            global_mode=self.global_mode, global_every_n=self.global_every_n, ransac=ransac,
+                            early_accept_ratio=self.early_accept_ratio, global_mode=self.global_mode, global_every_n=self.global_every_n, ransac=ransac,
                             max_input_pixels=self.max_input_pixels, precision=self.precision)
 
 

@@ -258,6 +258,53 @@ def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
     assert r.head_index == 0 and r.inlier_count < both.inlier_count
 
 
+def test_early_accept_skips_the_other_heads_only_above_its_ratio(tiny_scene):
+    """The real head routed first, an impostor second. With the first head's inlier ratio above
+    ``early_accept_ratio`` the impostor head never runs (a forward hook counts its calls) and the pose
+    is the real head's alone; just above that ratio, or with 0 (off), both run and the real head
+    still wins with the same pose."""
+    from glace_core.head_ensemble import HeadEnsemble, routing_descriptor
+    from glace_core.network import load_map
+
+    real = load_map(tiny_scene.map_path)
+    encoder = resolve_encoder(tiny_scene.encoder)
+    good = real.heads[0] if isinstance(real, HeadEnsemble) else real
+    torch.manual_seed(5)
+    impostor = copy.deepcopy(good)
+    with torch.no_grad():
+        for p in impostor.parameters():
+            p.normal_(0.0, 0.05)
+    calls = []
+    impostor.register_forward_hook(lambda *_: calls.append(1))
+    frame = tiny_scene.frames[tiny_scene.good_frame]
+    tensor, _ = preprocess_image(frame.rgb, frame.K, resolution=tiny_scene.resolution)
+    with torch.inference_mode():
+        query = routing_descriptor(encoder(tensor))
+    ensemble = HeadEnsemble([good, impostor], torch.cat([query, -query]), torch.eye(2, dtype=torch.bool)).eval()
+    ensemble.metadata = getattr(real, "metadata", {})
+    options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2)
+    alone = Localizer(encoder, good, "cpu", fast_inference=False, options=options).localize(frame.rgb, frame.K)
+    assert alone.success
+    ratio = alone.inlier_count / alone.num_cells
+    assert ratio < 0.95, "the test needs a ratio with room above it"
+
+    def run(early: float):
+        calls.clear()
+        loc = Localizer(encoder, ensemble, "cpu", fast_inference=False,
+                        options=dataclasses.replace(options, early_accept_ratio=early)).localize(frame.rgb, frame.K)
+        assert loc.success and loc.head_index == 0
+        assert np.allclose(loc.camera_to_world, alone.camera_to_world, atol=1e-9)
+        return loc, len(calls)
+
+    accepted, n = run(0.9 * ratio)
+    assert n == 0 and [k for k, _ in accepted.candidates] == [0]
+    for early in (min(1.0, 1.05 * ratio), 0.0):
+        both, n = run(early)
+        assert n == 1 and [k for k, _ in both.candidates] == [0, 1], early
+    with pytest.raises(ValueError, match="early_accept_ratio"):
+        LocalizerOptions(early_accept_ratio=1.5)
+
+
 def test_load_expands_the_home_folder(tmp_path, monkeypatch):
     from glace_core.map_files import MapFileError
 

@@ -154,7 +154,8 @@ def test_parallel_ransac_of_the_candidates_gives_the_same_poses(tiny_scene, monk
     monkeypatch.setattr(localizer_module, "_cores", lambda: 2)
     localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu")
     assert localizer.model is not None and len(localizer.model) >= 2
-    common = dict(image_resolution=tiny_scene.resolution, ensemble_candidates=0, global_mode="off", precision="fp32")
+    common = dict(image_resolution=tiny_scene.resolution, ensemble_candidates=0, early_accept_ratio=0.0, global_mode="off",
+                  precision="fp32")
     parallel = _localize_all(localizer, tiny_scene, LocalizerOptions(**common, ransac=RansacOptions(num_threads=0)))
     assert localizer._ransac_pool is not None  # the candidates were solved concurrently
     sequential = _localize_all(localizer, tiny_scene, LocalizerOptions(**common, ransac=RansacOptions(num_threads=1)))
