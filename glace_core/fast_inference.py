@@ -12,7 +12,10 @@ computes (within float32 round-off, <= 1e-4 relative) with these changes, each m
   instead of once per cell. The identity skip still adds ``[g | f]``.
 - **Frozen oneDNN graph**: the whole encoder + head is traced once per input shape,
   ``torch.jit.freeze`` folds the weights into constants and ``optimize_for_inference`` fuses
-  conv + ReLU and keeps activations in oneDNN's blocked layout between layers. The traced graph is
+  conv + ReLU and keeps activations in oneDNN's blocked layout between layers. Whether that last
+  step pays depends on the module and the CPU (slower for the XFeat encoder on AVX2 cores, faster
+  for the heads), so by default (``optimize="auto"``) both graphs are built and timed and the
+  faster is kept (:func:`freeze_for_inference`). The traced graph is
   cached per (image shape, global shape); a trace that fails falls back to the eager channels-last
   path (logged once).
 
@@ -44,6 +47,7 @@ so encoder and heads are frozen separately there.
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,19 +65,49 @@ __all__ = ["FP32_LAYERS", "FastInferenceConfig", "FoldedHead", "FastModule", "Fa
 FP32_LAYERS = ("fc3", "fcc")
 #: What ``FastInferenceConfig.precision`` accepts (``glace_core.cpu_features.resolve_precision`` gives it).
 GRAPH_PRECISIONS = ("fp32", "bf16")
+#: ``FastInferenceConfig.optimize``: oneDNN's optimize_for_inference always, never, or whichever is faster
+GRAPH_OPTIMIZE = ("auto", "on", "off")
+#: timed calls of each graph when ``optimize`` is "auto"
+GRAPH_TRIALS = 5
 
 
-def freeze_for_inference(module: nn.Module, args: tuple[torch.Tensor, ...]) -> torch.jit.ScriptModule:
-    """``module`` traced on ``args``, frozen and optimised for oneDNN inference; valid for these shapes only.
+def freeze_for_inference(module: nn.Module, args: tuple[torch.Tensor, ...], optimize: str = "on"
+                         ) -> torch.jit.ScriptModule:
+    """``module`` traced on ``args`` and frozen; valid for these shapes only.
 
-    Runs the graph once (building the oneDNN primitives). Raises whatever tracing raises.
+    optimize: "on" adds oneDNN's ``optimize_for_inference``, "off" leaves it out, "auto" builds both
+    and keeps the faster (:data:`GRAPH_TRIALS` calls each, in turn). Measured on 2 AVX2 EPYC cores
+    (2026-12-03): it made the XFeat encoder 1.1x slower (33.8 against 30-31 ms at 480x640) and a
+    128-channel head 0.92x faster (14.1-14.6 against 15.3-15.9 ms), so neither fixed choice suits
+    every module and CPU. Runs the graph at least once (building the oneDNN primitives). Raises
+    whatever tracing raises.
     """
+    if optimize not in GRAPH_OPTIMIZE:
+        raise ValueError(f"optimize must be one of {GRAPH_OPTIMIZE}, got {optimize!r}")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        traced = torch.jit.trace(module.eval(), args, check_trace=False)
-        graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-        graph(*args)
-    return graph
+        frozen = torch.jit.freeze(torch.jit.trace(module.eval(), args, check_trace=False).eval())
+        if optimize == "off":
+            frozen(*args)
+            return frozen
+        optimized = torch.jit.optimize_for_inference(frozen)
+        optimized(*args)
+        if optimize == "on":
+            return optimized
+        plain = torch.jit.freeze(torch.jit.trace(module.eval(), args, check_trace=False).eval())
+        plain(*args)
+        times = {"on": [], "off": []}
+        for _ in range(GRAPH_TRIALS):
+            for name, graph in (("on", optimized), ("off", plain)):
+                t0 = time.perf_counter()
+                graph(*args)
+                times[name].append(time.perf_counter() - t0)
+    best = min(times, key=lambda k: sorted(times[k])[len(times[k]) // 2])
+    _logger.debug("fast inference: optimize_for_inference %s for %s %s (median %.1f against %.1f ms)", best,
+                  type(module).__name__, [tuple(a.shape) for a in args],
+                  1e3 * sorted(times[best])[GRAPH_TRIALS // 2],
+                  1e3 * sorted(times["off" if best == "on" else "on"])[GRAPH_TRIALS // 2])
+    return optimized if best == "on" else plain
 
 
 @dataclass(frozen=True)
@@ -82,7 +116,8 @@ class FastInferenceConfig:
 
     channels_last: bool = True  # NHWC weights and activations
     fold_global: bool = True  # the global descriptor's share of the first head layer as a per-image bias
-    freeze: bool = True  # torch.jit trace + freeze + optimize_for_inference, cached per input shape
+    freeze: bool = True  # torch.jit trace + freeze (+ optimize_for_inference, see ``optimize``), cached per input shape
+    optimize: str = "auto"  # optimize_for_inference: "on", "off", or "auto" (both timed at build, the faster kept)
     max_cached_shapes: int = 4  # traced graphs kept (one per image size)
     num_threads: int = 0  # >0: torch.set_num_threads at construction; 0: leave torch's setting
     precision: str = "fp32"  # "bf16": to_bfloat16 (convolutions in bf16, FP32_LAYERS in fp32)
@@ -90,6 +125,8 @@ class FastInferenceConfig:
     def __post_init__(self):
         if self.precision not in GRAPH_PRECISIONS:
             raise ValueError(f"precision must be one of {GRAPH_PRECISIONS}, got {self.precision!r}")
+        if self.optimize not in GRAPH_OPTIMIZE:
+            raise ValueError(f"optimize must be one of {GRAPH_OPTIMIZE}, got {self.optimize!r}")
 
 
 def _conv_parts(conv: nn.Conv2d, split: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -162,8 +199,8 @@ class _EncoderHead(nn.Module):
 class _GraphCache:
     """Frozen graphs of one module, one per input shape (LRU, ``max_size``); None once tracing failed."""
 
-    def __init__(self, module: nn.Module, max_size: int):
-        self.module, self.max_size = module, max(int(max_size), 1)
+    def __init__(self, module: nn.Module, max_size: int, optimize: str = "auto"):
+        self.module, self.max_size, self.optimize = module, max(int(max_size), 1), optimize
         self.graphs: OrderedDict[tuple, torch.jit.ScriptModule] = OrderedDict()
         self.failed = False
 
@@ -174,7 +211,7 @@ class _GraphCache:
             self.graphs.move_to_end(key)
             return graph
         try:
-            graph = freeze_for_inference(self.module, args)
+            graph = freeze_for_inference(self.module, args, self.optimize)
         except Exception as exc:  # noqa: BLE001 - any tracing failure falls back to eager
             _logger.warning("fast inference: tracing failed (%s); using the eager channels-last path", exc)
             self.failed = True
@@ -254,7 +291,7 @@ class FastModule:
         self.config = config
         self.device = next(iter(list(module.parameters()) + list(module.buffers()))).device
         self._net = _prepare(copy.deepcopy(module), config)
-        self._cache = _GraphCache(self._net, config.max_cached_shapes)
+        self._cache = _GraphCache(self._net, config.max_cached_shapes, config.optimize)
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         args = tuple(_input(a, self.device, self.config) for a in args)
@@ -284,7 +321,7 @@ class FastRegressor:
             return
         fast_head = FoldedHead(head) if config.fold_global else copy.deepcopy(head)
         self._net = _prepare(_EncoderHead(copy.deepcopy(encoder), fast_head), config)
-        self._cache = _GraphCache(self._net, config.max_cached_shapes)
+        self._cache = _GraphCache(self._net, config.max_cached_shapes, config.optimize)
 
     @property
     def _traced(self) -> "OrderedDict[tuple, torch.jit.ScriptModule]":

@@ -104,7 +104,8 @@ def _tiny_encoder():
     return ACEEncoder(out_channels=64).eval()
 
 
-@pytest.mark.parametrize("config", [FastInferenceConfig(), FastInferenceConfig(freeze=False),
+@pytest.mark.parametrize("config", [FastInferenceConfig(), FastInferenceConfig(optimize="on"),
+                                    FastInferenceConfig(optimize="off"), FastInferenceConfig(freeze=False),
                                     FastInferenceConfig(channels_last=False, fold_global=False),
                                     FastInferenceConfig(freeze=False, channels_last=False)])
 def test_every_configuration_matches_plain(config):
@@ -113,6 +114,37 @@ def test_every_configuration_matches_plain(config):
     image = torch.randn(1, 1, 45, 53, generator=torch.Generator().manual_seed(11))
     g = torch.randn(1, 32, generator=torch.Generator().manual_seed(12))
     assert _rel_err(FastRegressor(encoder, head, config)(image, g), _plain(encoder, head, image, g)) <= RTOL
+
+
+@pytest.mark.parametrize("faster", ["on", "off"])
+def test_optimize_auto_keeps_the_faster_graph(monkeypatch, faster):
+    """optimize="auto" times both graphs in turn (a fake clock makes ``faster`` take 1 s a call and
+    the other 5 s) and keeps the faster: the oneDNN-optimised graph converts to mkldnn, the other does not."""
+    import itertools
+
+    import glace_core.fast_inference as fi
+
+    encoder = _tiny_encoder().to(memory_format=torch.channels_last)
+    image = torch.randn(1, 1, 40, 48).contiguous(memory_format=torch.channels_last)
+    steps = itertools.cycle([1.0 if faster == "on" else 5.0, 1.0 if faster == "off" else 5.0])
+    clock = {"t": 0.0, "calls": 0}
+
+    def fake_perf_counter():  # called twice per timed graph call: start, then end
+        clock["calls"] += 1
+        if clock["calls"] % 2 == 0:
+            clock["t"] += next(steps)
+        return clock["t"]
+
+    monkeypatch.setattr(fi.time, "perf_counter", fake_perf_counter)
+    graph = fi.freeze_for_inference(encoder, (image,), "auto")
+    assert clock["calls"] == 4 * fi.GRAPH_TRIALS
+    assert ("mkldnn" in str(graph.graph)) == (faster == "on")
+    with torch.no_grad():
+        assert _rel_err(graph(image), encoder(image)) <= RTOL
+    with pytest.raises(ValueError, match="optimize"):
+        fi.freeze_for_inference(encoder, (image,), "maybe")
+    with pytest.raises(ValueError, match="optimize"):
+        FastInferenceConfig(optimize="maybe")
 
 
 def test_graph_cache_per_shape_and_originals_untouched():
