@@ -15,7 +15,10 @@ and pose changes are against). A configuration is a precision, optionally with `
    starts it, reliable images over the shared-memory profile): ``--frames`` images (the test frames
    cycled, new stamps), each published with its CameraInfo after the previous pose arrived
    (lockstep), the latency from publishing to receiving the pose: p50, p90, p99, max, stalls over
-   100 ms, the throughput 1 / mean latency, and the node's overhead over the offline median.
+   100 ms, the throughput 1 / mean latency, and the node's overhead over the offline median; from
+   the node's /diagnostics, its mean time from receiving an image to publishing the pose and the
+   localizer's share of it, which splits the end-to-end mean into localize, the node's own work
+   around it, and what happens outside the node (transport and the executors of both processes).
 3. ``--mapping``: the wall time of ``glace-train --preset cpu`` on the scene (minutes).
 
 The machine's load average is printed before and after: absolute times on shared machines are noisy,
@@ -87,6 +90,7 @@ def offline(scene: Path, map_path: Path, config: str) -> dict:
 def through_node(scene: Path, map_path: Path, config: str, n_frames: int) -> dict:
     """Lockstep latency (ms) of ``n_frames`` images through the node in its own process."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import CameraInfo, Image
@@ -129,8 +133,18 @@ def through_node(scene: Path, map_path: Path, config: str, n_frames: int) -> dic
             arrived[stamp_to_ns(msg.header.stamp)] = time.perf_counter()
             cond.notify_all()
 
+    inside: dict[str, list[float]] = {"latency_ms": [], "processing_ms": []}
+
+    def on_diagnostics(msg):  # the node's own means over its last 20 frames, about once a second
+        for status in msg.status:
+            if name in status.name and len(arrived) > 40:  # after the warm-up frames
+                for kv in status.values:
+                    if kv.key in inside and kv.value != "nan":
+                        inside[kv.key].append(float(kv.value))
+
     try:
         sub = ros.create_subscription(PoseStamped, f"/{name}/pose", on_pose, pose_qos(10))
+        ros.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, pose_qos(10))
         image_pub = ros.create_publisher(Image, params["image_topic"], reliable_image_qos(5))
         info_pub = ros.create_publisher(CameraInfo, params["camera_info_topic"], reliable_image_qos(5))
         deadline = time.monotonic() + 300
@@ -161,7 +175,8 @@ def through_node(scene: Path, map_path: Path, config: str, n_frames: int) -> dic
     lat = np.array(latencies)
     return {"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
             "p99": float(np.percentile(lat, 99)), "max": float(lat.max()), "mean": float(lat.mean()),
-            "stalls": int((lat > STALL_MS).sum()), "frames": int(lat.size)}
+            "stalls": int((lat > STALL_MS).sum()), "frames": int(lat.size),
+            **{f"inside_{k}": float(np.mean(v)) if v else float("nan") for k, v in inside.items()}}
 
 
 def mapping_seconds(scene: Path) -> float:
@@ -211,6 +226,13 @@ def main(argv=None) -> int:
         print(f"| {prec} | {n['frames']} | {n['p50']:.1f} | {n['p90']:.1f} | {n['p99']:.1f} | {n['max']:.1f} | "
               f"{n['stalls']} | {1000 / n['mean']:.1f} | {n['p50'] - off:.1f} | "
               f"{n['p50'] / results[base]['node']['p50']:.2f} |")
+    print("\n## where the node's time goes (mean ms per frame; inside the node: its /diagnostics)")
+    print("| configuration | end to end | image received -> pose published | localize | in the node, "
+          "around localize | outside the node (transport, executors) |\n|---|---|---|---|---|---|")
+    for prec, r in results.items():
+        n = r["node"]
+        print(f"| {prec} | {n['mean']:.1f} | {n['inside_latency_ms']:.1f} | {n['inside_processing_ms']:.1f} | "
+              f"{n['inside_latency_ms'] - n['inside_processing_ms']:.1f} | {n['mean'] - n['inside_latency_ms']:.1f} |")
     print("\n## accuracy (test split)")
     print("| configuration | 5 cm/5 deg | 10 cm/10 deg | median | heads run per frame | median pose change vs " + base +
           " |\n|---|---|---|---|---|---|")
