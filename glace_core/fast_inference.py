@@ -15,7 +15,9 @@ computes (within float32 round-off, <= 1e-4 relative) with these changes, each m
   conv + ReLU and keeps activations in oneDNN's blocked layout between layers. Whether that last
   step pays depends on the module and the CPU (slower for the XFeat encoder on AVX2 cores, faster
   for the heads), so by default (``optimize="auto"``) both graphs are built and timed and the
-  faster is kept (:func:`freeze_for_inference`). The traced graph is
+  faster is kept (:func:`freeze_for_inference`). The two compute the same scene coordinates to
+  about 1e-5 relative, not bitwise: a run may pick another graph than the last one. Set
+  ``GLACE_GRAPH_OPTIMIZE=on`` (or ``off``) for bitwise the same results from run to run. The traced graph is
   cached per (image shape, global shape); a trace that fails falls back to the eager channels-last
   path (logged once).
 
@@ -47,10 +49,11 @@ so encoder and heads are frozen separately there.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +72,9 @@ GRAPH_PRECISIONS = ("fp32", "bf16")
 GRAPH_OPTIMIZE = ("auto", "on", "off")
 #: timed calls of each graph when ``optimize`` is "auto"
 GRAPH_TRIALS = 5
+#: environment variable giving ``FastInferenceConfig.optimize``'s default ("on" or "off" for scene
+#: coordinates that are bitwise the same from run to run; "auto" may pick another graph next run)
+OPTIMIZE_ENV_VAR = "GLACE_GRAPH_OPTIMIZE"
 
 
 def freeze_for_inference(module: nn.Module, args: tuple[torch.Tensor, ...], optimize: str = "on"
@@ -117,7 +123,9 @@ class FastInferenceConfig:
     channels_last: bool = True  # NHWC weights and activations
     fold_global: bool = True  # the global descriptor's share of the first head layer as a per-image bias
     freeze: bool = True  # torch.jit trace + freeze (+ optimize_for_inference, see ``optimize``), cached per input shape
-    optimize: str = "auto"  # optimize_for_inference: "on", "off", or "auto" (both timed at build, the faster kept)
+    #: optimize_for_inference: "on", "off", or "auto" (both timed at build, the faster kept); default:
+    #: the environment variable GLACE_GRAPH_OPTIMIZE, else "auto"
+    optimize: str = field(default_factory=lambda: os.environ.get(OPTIMIZE_ENV_VAR, "") or "auto")
     max_cached_shapes: int = 4  # traced graphs kept (one per image size)
     num_threads: int = 0  # >0: torch.set_num_threads at construction; 0: leave torch's setting
     precision: str = "fp32"  # "bf16": to_bfloat16 (convolutions in bf16, FP32_LAYERS in fp32)
@@ -126,7 +134,8 @@ class FastInferenceConfig:
         if self.precision not in GRAPH_PRECISIONS:
             raise ValueError(f"precision must be one of {GRAPH_PRECISIONS}, got {self.precision!r}")
         if self.optimize not in GRAPH_OPTIMIZE:
-            raise ValueError(f"optimize must be one of {GRAPH_OPTIMIZE}, got {self.optimize!r}")
+            raise ValueError(f"optimize must be one of {GRAPH_OPTIMIZE}, got {self.optimize!r} (from "
+                             f"FastInferenceConfig or the environment variable {OPTIMIZE_ENV_VAR})")
 
 
 def _conv_parts(conv: nn.Conv2d, split: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -2,6 +2,10 @@
 
 ``GLACE_TINY_SCENE_DIR`` (optional): a folder where the tiny scene and map are built once and reused
 by later sessions (for working on the node tests); by default each session builds its own.
+
+``GLACE_GRAPH_OPTIMIZE`` is "on" for the tests unless set: tests that compare two localizers bit for
+bit must get the same graph in both, which the default "auto" (a choice by timing) does not promise.
+"auto" itself is tested with explicit options (test_fast_inference.py).
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from relocalizer_scene import TinyScene, build_tiny_scene
+
+os.environ.setdefault("GLACE_GRAPH_OPTIMIZE", "on")
 
 
 @pytest.fixture(scope="module")

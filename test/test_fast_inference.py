@@ -104,7 +104,7 @@ def _tiny_encoder():
     return ACEEncoder(out_channels=64).eval()
 
 
-@pytest.mark.parametrize("config", [FastInferenceConfig(), FastInferenceConfig(optimize="on"),
+@pytest.mark.parametrize("config", [FastInferenceConfig(optimize="auto"), FastInferenceConfig(optimize="on"),
                                     FastInferenceConfig(optimize="off"), FastInferenceConfig(freeze=False),
                                     FastInferenceConfig(channels_last=False, fold_global=False),
                                     FastInferenceConfig(freeze=False, channels_last=False)])
@@ -145,6 +145,11 @@ def test_optimize_auto_keeps_the_faster_graph(monkeypatch, faster):
         fi.freeze_for_inference(encoder, (image,), "maybe")
     with pytest.raises(ValueError, match="optimize"):
         FastInferenceConfig(optimize="maybe")
+    monkeypatch.setenv(fi.OPTIMIZE_ENV_VAR, "off")  # the environment gives the default
+    assert FastInferenceConfig().optimize == "off" and FastInferenceConfig(optimize="on").optimize == "on"
+    monkeypatch.setenv(fi.OPTIMIZE_ENV_VAR, "fast")
+    with pytest.raises(ValueError, match=fi.OPTIMIZE_ENV_VAR):
+        FastInferenceConfig()
 
 
 def test_graph_cache_per_shape_and_originals_untouched():

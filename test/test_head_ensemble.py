@@ -190,7 +190,8 @@ def test_map_predictor_fast_and_plain_agree_on_an_ensemble():
     membership = torch.tensor([[1.0, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]])
     ensemble = HeadEnsemble([_head(i, mean=(i, 0, 0), channels=512) for i in range(3)], routing_descriptor(feats),
                             membership).eval()
-    fast, plain = MapPredictor(encoder, ensemble, fast=True), MapPredictor(encoder, ensemble, fast=False)
+    fast = MapPredictor(encoder, ensemble, fast=True, candidates=2)
+    plain = MapPredictor(encoder, ensemble, fast=False, candidates=2)
     a, b = fast(image), plain(image)
     assert [k for k, _ in a] == [k for k, _ in b] and a[0][0] == 2 and len(a) == 2  # the image's own cluster first
     for (_, x), (_, y) in zip(a, b):
