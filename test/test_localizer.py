@@ -223,10 +223,9 @@ def test_bad_inputs_raise_localization_errors(global_modules):
         localizer.localize(image, bad)
 
 
-def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
-    """An ensemble whose best-routed head is an impostor (random weights, routed first for the query)
-    and whose second head is the tiny map's real one: RANSAC runs on both, the real head wins with
-    more inliers, and its pose is the one the real head gives on its own."""
+def _real_and_impostor(tiny_scene):
+    """(encoder, the tiny map's real head, an impostor head with random weights, its sidecar, the
+    good frame, that frame's routing descriptor (1, D))."""
     from glace_core.head_ensemble import HeadEnsemble, routing_descriptor
     from glace_core.network import load_map
 
@@ -242,9 +241,19 @@ def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
     tensor, _ = preprocess_image(frame.rgb, frame.K, resolution=tiny_scene.resolution)
     with torch.inference_mode():
         query = routing_descriptor(encoder(tensor))  # (1, D)
+    return encoder, good, impostor, getattr(real, "metadata", {}), frame, query
+
+
+def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
+    """An ensemble whose best-routed head is an impostor (random weights, routed first for the query)
+    and whose second head is the tiny map's real one: RANSAC runs on both, the real head wins with
+    more inliers, and its pose is the one the real head gives on its own."""
+    from glace_core.head_ensemble import HeadEnsemble
+
+    encoder, good, impostor, metadata, frame, query = _real_and_impostor(tiny_scene)
     descriptors = torch.cat([query, -query])  # frame 0 (the impostor's) is the query itself
     ensemble = HeadEnsemble([impostor, good], descriptors, torch.eye(2, dtype=torch.bool)).eval()
-    ensemble.metadata = getattr(real, "metadata", {})
+    ensemble.metadata = metadata
     options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2)
     both = Localizer(encoder, ensemble, "cpu", options=options).localize(frame.rgb, frame.K)
     assert [k for k, _ in both.candidates] == [0, 1], "the impostor must be routed first"
@@ -263,25 +272,13 @@ def test_early_accept_skips_the_other_heads_only_above_its_ratio(tiny_scene):
     ``early_accept_ratio`` the impostor head never runs (a forward hook counts its calls) and the pose
     is the real head's alone; just above that ratio, or with 0 (off), both run and the real head
     still wins with the same pose."""
-    from glace_core.head_ensemble import HeadEnsemble, routing_descriptor
-    from glace_core.network import load_map
+    from glace_core.head_ensemble import HeadEnsemble
 
-    real = load_map(tiny_scene.map_path)
-    encoder = resolve_encoder(tiny_scene.encoder)
-    good = real.heads[0] if isinstance(real, HeadEnsemble) else real
-    torch.manual_seed(5)
-    impostor = copy.deepcopy(good)
-    with torch.no_grad():
-        for p in impostor.parameters():
-            p.normal_(0.0, 0.05)
+    encoder, good, impostor, metadata, frame, query = _real_and_impostor(tiny_scene)
     calls = []
     impostor.register_forward_hook(lambda *_: calls.append(1))
-    frame = tiny_scene.frames[tiny_scene.good_frame]
-    tensor, _ = preprocess_image(frame.rgb, frame.K, resolution=tiny_scene.resolution)
-    with torch.inference_mode():
-        query = routing_descriptor(encoder(tensor))
     ensemble = HeadEnsemble([good, impostor], torch.cat([query, -query]), torch.eye(2, dtype=torch.bool)).eval()
-    ensemble.metadata = getattr(real, "metadata", {})
+    ensemble.metadata = metadata
     options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2)
     alone = Localizer(encoder, good, "cpu", fast_inference=False, options=options).localize(frame.rgb, frame.K)
     assert alone.success
