@@ -130,9 +130,10 @@ def main(argv=None) -> int:
     for name, frames in rows.items():
         t, r = zip(*[pose_errors(loc.camera_to_world, gt) if loc.success else (np.inf, np.inf) for loc, gt in frames])
         acc = accuracy_table(np.array(t), np.array(r))
-        print(f"{name}: 5 cm/5 deg {acc['pct_5cm_5deg']:.0f} %, median {acc['median_t_cm']:.2f} cm / {acc['median_r_deg']:.2f} deg")
-    dt, dr = zip(*[pose_errors(b.camera_to_world, a.camera_to_world) for (a, _), (b, _) in zip(rows["fp32"], rows["int8"])
-                   if a.success and b.success])
+        print(f"{name}: 5 cm/5 deg {acc['pct_5cm_5deg']:.0f} %, "
+              f"median {acc['median_t_cm']:.2f} cm / {acc['median_r_deg']:.2f} deg")
+    pairs = [(a, b) for (a, _), (b, _) in zip(rows["fp32"], rows["int8"]) if a.success and b.success]
+    dt, dr = zip(*[pose_errors(b.camera_to_world, a.camera_to_world) for a, b in pairs])
     print(f"int8 against fp32, per frame: median pose change {100 * np.median(dt):.2f} cm / {np.median(dr):.2f} deg "
           f"(bar: 0.2 cm / 0.1 deg)")
     return 0

@@ -219,7 +219,8 @@ def main(argv=None) -> int:
     for prec, r in results.items():
         print(f"| {prec} | " + " | ".join(f"{r['offline']['p90'].get(k, float('nan')):.1f}" for k in keys) + " |")
     print("\n## through the live node (lockstep, ms)")
-    print("| configuration | frames | p50 | p90 | p99 | max | stalls > 100 ms | poses/s (1/mean) | overhead p50 - offline | p50 / first |")
+    print("| configuration | frames | p50 | p90 | p99 | max | stalls > 100 ms | poses/s (1/mean) | "
+          "overhead p50 - offline | p50 / first |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for prec, r in results.items():
         n, off = r["node"], r["offline"]["stages"]["total"]

@@ -146,7 +146,8 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         dataset = scene
         scene_name = scene_name or getattr(dataset, "name", "scene")
     options = LocalizerOptions(image_resolution=int(image_resolution or 0), ensemble_candidates=ensemble_candidates,
-                               early_accept_ratio=early_accept_ratio, global_mode="every_frame", ransac=ransac or RansacOptions(), precision=precision)
+                               early_accept_ratio=early_accept_ratio, global_mode="every_frame",
+                               ransac=ransac or RansacOptions(), precision=precision)
     localizer = Localizer.load(map_path, encoder_path, device, global_features_checkpoint,
                                fast_inference=fast_inference, options=options)
     trained_at = localizer.trained_resolution

@@ -273,7 +273,8 @@ def _localizer_options(self) -> LocalizerOptions:
     ransac = RansacOptions(**{f.name: getattr(self, f.name) for f in fields(RansacOptions)
                               if f.name in PARAMETERS_BY_NAME})
     return LocalizerOptions(image_resolution=self.image_resolution, ensemble_candidates=self.ensemble_candidates,
-                            early_accept_ratio=self.early_accept_ratio, global_mode=self.global_mode, global_every_n=self.global_every_n, ransac=ransac,
+                            early_accept_ratio=self.early_accept_ratio, global_mode=self.global_mode,
+                            global_every_n=self.global_every_n, ransac=ransac,
                             max_input_pixels=self.max_input_pixels, precision=self.precision)
 
 
