@@ -77,6 +77,7 @@ class ReplayOptions:
     seed: int | None = None
     min_inlier_count: int | None = None  # node's publishing floor; None: the node's default (0 answers all)
     ensemble_candidates: int | None = None  # heads of an ensemble map tried per frame; None: the node's default
+    early_accept_ratio: float | None = None  # the node's early accept of the best-routed head; None: its default
     node_params: str | None = None  # YAML parameter file for the node (flags above override it)
     node_name: str = "glace_relocalizer"
     startup_timeout: float = 180.0  # seconds for the node to load its map and match the topics
@@ -168,7 +169,7 @@ GATE_PARAMETERS = ("min_inlier_count", "min_inlier_ratio", "max_position_stddev"
 
 #: ReplayOptions fields passed to the node under the same name (when not None)
 FORWARDED_PARAMETERS = ("hypotheses", "threshold", "inlier_alpha", "max_reprojection_error", "seed",
-                        "min_inlier_count", "ensemble_candidates")
+                        "min_inlier_count", "ensemble_candidates", "early_accept_ratio")
 
 
 def _replay(bag: BagReader, opt: ReplayOptions, topics: list[str], image_topic: str, info_topic: str,
@@ -330,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "max_jump_*): every pose RANSAC finds is published, as glace-eval reports them")
     p.add_argument("--ensemble-candidates", dest="ensemble_candidates", type=int, default=None,
                    help="heads of an ensemble map tried per frame (default: the node's)")
+    p.add_argument("--early-accept-ratio", dest="early_accept_ratio", type=float, default=None,
+                   help="keep the best-routed head's pose without running the other candidates when its inliers "
+                        "are at least this share of the cells (0: every candidate; default: the node's)")
     p.add_argument("--node-params", default=None, help="YAML parameter file for the node (flags override it)")
     p.add_argument("--node-name", default=d.node_name, help="name of the started node")
     p.add_argument("--startup-timeout", type=float, default=d.startup_timeout, help="seconds for the node to start")

@@ -197,10 +197,12 @@ def test_replay_eval_sets_only_valid_node_parameters(tmp_path, mode):
     from glace_ros.replay_eval import ReplayOptions, node_parameters
 
     opt = ReplayOptions(map_path=str(tmp_path / "m.pt"), hypotheses=32, threshold=5.0, inlier_alpha=50.0,
-                        max_reprojection_error=80.0, seed=3, min_inlier_count=0, ensemble_candidates=1, **mode)
+                        max_reprojection_error=80.0, seed=3, min_inlier_count=0, ensemble_candidates=1,
+                        early_accept_ratio=0.0, **mode)
     params = node_parameters(opt, "/cam/image", "/cam/info", False)
     RelocalizerParams.from_mapping(params)  # raises naming any unknown or invalid one
     assert (params["hypotheses"], params["inlier_alpha"], params["max_reprojection_error"]) == (32, 50.0, 80.0)
+    assert (params["ensemble_candidates"], params["early_accept_ratio"]) == (1, 0.0)
     assert params.get("image_qos", "sensor_data") == ("sensor_data" if mode.get("flood") else "reliable")
 
 
