@@ -92,28 +92,27 @@ def freeze_for_inference(module: nn.Module, args: tuple[torch.Tensor, ...], opti
         raise ValueError(f"optimize must be one of {GRAPH_OPTIMIZE}, got {optimize!r}")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        frozen = torch.jit.freeze(torch.jit.trace(module.eval(), args, check_trace=False).eval())
-        if optimize == "off":
-            frozen(*args)
-            return frozen
-        optimized = torch.jit.optimize_for_inference(frozen)
-        optimized(*args)
-        if optimize == "on":
-            return optimized
-        plain = torch.jit.freeze(torch.jit.trace(module.eval(), args, check_trace=False).eval())
-        plain(*args)
-        times = {"on": [], "off": []}
+        traced = torch.jit.trace(module.eval(), args, check_trace=False).eval()
+        graphs = {}  # torch.jit.freeze copies: one trace serves both graphs
+        if optimize in ("on", "auto"):  # timed first, then "off", in turn
+            graphs["on"] = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        if optimize in ("off", "auto"):
+            graphs["off"] = torch.jit.freeze(traced)
+        for graph in graphs.values():
+            graph(*args)
+        if len(graphs) == 1:
+            return next(iter(graphs.values()))
+        times: dict[str, list[float]] = {name: [] for name in graphs}
         for _ in range(GRAPH_TRIALS):
-            for name, graph in (("on", optimized), ("off", plain)):
+            for name, graph in graphs.items():
                 t0 = time.perf_counter()
                 graph(*args)
                 times[name].append(time.perf_counter() - t0)
-    best = min(times, key=lambda k: sorted(times[k])[len(times[k]) // 2])
-    _logger.debug("fast inference: optimize_for_inference %s for %s %s (median %.1f against %.1f ms)", best,
-                  type(module).__name__, [tuple(a.shape) for a in args],
-                  1e3 * sorted(times[best])[GRAPH_TRIALS // 2],
-                  1e3 * sorted(times["off" if best == "on" else "on"])[GRAPH_TRIALS // 2])
-    return optimized if best == "on" else plain
+    medians = {name: sorted(v)[len(v) // 2] for name, v in times.items()}
+    best = min(medians, key=medians.get)
+    _logger.debug("fast inference: optimize_for_inference %s for %s %s (median ms: %s)", best, type(module).__name__,
+                  [tuple(a.shape) for a in args], {k: round(1e3 * v, 1) for k, v in medians.items()})
+    return graphs[best]
 
 
 @dataclass(frozen=True)
@@ -208,7 +207,7 @@ class _EncoderHead(nn.Module):
 class _GraphCache:
     """Frozen graphs of one module, one per input shape (LRU, ``max_size``); None once tracing failed."""
 
-    def __init__(self, module: nn.Module, max_size: int, optimize: str = "auto"):
+    def __init__(self, module: nn.Module, max_size: int, optimize: str):
         self.module, self.max_size, self.optimize = module, max(int(max_size), 1), optimize
         self.graphs: OrderedDict[tuple, torch.jit.ScriptModule] = OrderedDict()
         self.failed = False

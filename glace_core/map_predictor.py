@@ -19,6 +19,7 @@ candidates one at a time, each head run when its candidate is asked for.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Iterator
 
@@ -89,6 +90,13 @@ class MapPredictor:
         fast = self._fast_heads[k]
         return lambda f, g: fast(f) if g is None else fast(f, g)
 
+    def _inference(self) -> contextlib.ExitStack:
+        """No autograd, and fp16 autocast on CUDA (the plain modules' precision there)."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        stack.enter_context(torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"))
+        return stack
+
     def __call__(self, image: torch.Tensor, global_features: torch.Tensor | None = None
                  ) -> list[tuple[int, torch.Tensor]]:
         return list(self.iterate(image, global_features))
@@ -106,8 +114,7 @@ class MapPredictor:
             self.timings = {"network": time.perf_counter() - t0}
             yield 0, sc.float()
             return
-        use_amp = self.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
+        with self._inference():
             feats = self._fast_encoder(image) if self._fast_encoder is not None else self.encoder(image)
             _sync(self.device)
             t1 = time.perf_counter()
@@ -115,7 +122,7 @@ class MapPredictor:
         self.timings = {"encoder": t1 - t0, "head": time.perf_counter() - t1}  # routing counts as head time
         for k in order:
             t2 = time.perf_counter()
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16, enabled=use_amp):
+            with self._inference():
                 sc = (self._head(k)(feats, gvec) if self.ensemble else self.model(feats, gvec)).float()
                 _sync(self.device)
             self.timings["head"] += time.perf_counter() - t2

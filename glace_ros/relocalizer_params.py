@@ -141,7 +141,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "wins (0: every head; BENCHMARKS.md 'Encoders')", minimum=0, maximum=1024),
     ParamSpec("early_accept_ratio", DEFAULT_EARLY_ACCEPT_RATIO, "ensemble maps: the best-routed head's pose is kept "
               "without running the other candidates when its RANSAC inliers are at least this share of the cells "
-              "(0: every candidate always runs; BENCHMARKS.md 'Real time')", minimum=0.0, maximum=1.0),
+              "(0: every candidate always runs; BENCHMARKS.md 'Early accept')", minimum=0.0, maximum=1.0),
     # quality gate
     ParamSpec("min_inlier_count", 100, "poses with fewer RANSAC inliers are not published", minimum=0,
               maximum=10 ** 9),
