@@ -1,7 +1,7 @@
 """Ours against the feature-matching peer on scenes that look like real buildings, in one table.
 
     . scripts/env.sh && python bench/hard_scenes.py [--work /tmp/glace_bench] [--variants dense,sparse,...]
-        [--presets cpu,quality] [--peers xfeat,sift] [--threads 2]
+        [--presets cpu,quality,cpu+use_depth=on] [--peers xfeat,sift] [--threads 2]
 
 Variants (``glace-make-scene`` flags, 250 mapping / 50 test frames at 480x640, one seed each; cached
 in ``--work`` with their maps, shared with bench/covariance.py):
@@ -45,13 +45,28 @@ VARIANTS = {
 }
 
 
-def ours(scene_dir: Path, preset: str) -> dict:
-    """Accuracy and time per frame of a ``preset`` map through the Localizer."""
+def training_spec(spec: str) -> tuple[str, list[str], str]:
+    """``preset[+option=value...]`` (e.g. ``cpu+use_depth=on``) -> (preset, extra glace-train flags,
+    map label)."""
+    preset, *options = spec.split("+")
+    extra, label = [], preset
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit(f"--presets: {option!r} is not option=value (in {spec!r})")
+        extra += [f"--{name}", value]
+        label += f"_{name}-{value}"
+    return preset, extra, label
+
+
+def ours(scene_dir: Path, spec: str) -> dict:
+    """Accuracy and time per frame of a map trained by ``spec`` (``training_spec``) through the Localizer."""
     from glace_core.dataset import SceneSplit
     from glace_core.geometry import pose_errors
     from glace_core.localizer import Localizer
 
-    map_path, mapping_s = trained_map(scene_dir, preset)
+    preset, extra, label = training_spec(spec)
+    map_path, mapping_s = trained_map(scene_dir, preset, extra, label)
     localizer = Localizer.load(map_path, device="cpu")
     split = SceneSplit(scene_dir, "test")
     frames = [(split.load_rgb(i), split[i].K, np.asarray(split[i].pose)) for i in range(len(split))]
@@ -91,7 +106,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/glace_bench"))
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--presets", default="cpu,quality", help="our training presets")
+    p.add_argument("--presets", default="cpu,quality",
+                   help="our training presets, each optionally with glace-train options: cpu+use_depth=on")
     p.add_argument("--peers", default="xfeat,sift", help="peer keypoints")
     p.add_argument("--threads", type=int, default=2, help="torch threads for every method")
     args = p.parse_args(argv)

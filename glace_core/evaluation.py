@@ -130,7 +130,8 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     modules. ``ensemble_candidates``: heads of an ensemble map tried per frame (0: all);
     ``early_accept_ratio``: the best-routed head is kept alone when its inlier share reaches it (0: off).
     ``precision``: the CPU fast path's, one of ``glace_core.cpu_features.PRECISIONS`` ("auto": bf16
-    where the CPU has it, else fp32)."""
+    where the CPU has it, else fp32). The localizer is warmed up (``Localizer.warm_up``) for each
+    image size before its first frame, so frame times exclude graph builds, as in the node."""
     from tqdm import tqdm
 
     from glace_core.geometry import pose_errors
@@ -160,9 +161,14 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     with_gt = _has_ground_truth(dataset)
 
     records: list[FrameRecord] = []
+    warmed: set[tuple[int, int]] = set()
     for i in tqdm(range(len(dataset)), desc="localising", disable=not progress):
         frame = dataset[i]
-        loc = localizer.localize(dataset.load_rgb(i), frame.K, global_features=None if given is None else given[i])
+        rgb = dataset.load_rgb(i)
+        if rgb.shape[:2] not in warmed:  # graph builds of a new size are start-up, not per-frame time
+            localizer.warm_up(*rgb.shape[:2])
+            warmed.add(rgb.shape[:2])
+        loc = localizer.localize(rgb, frame.K, global_features=None if given is None else given[i])
         pose = loc.camera_to_world
         if not with_gt:
             t_err = r_err = float("nan")

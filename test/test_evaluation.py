@@ -211,3 +211,31 @@ def test_output_names_without_a_session(tmp_path):
     assert (poses.name, test.name) == ("poses_room.txt", "test_room.txt")
     poses, test = write_eval_outputs(result, tmp_path / "map.pt", session="run2")
     assert (poses.name, test.name) == ("poses_room_run2.txt", "test_room_run2.txt")
+
+
+def test_frames_are_timed_after_a_warm_up_for_their_size(scene, trained_map, monkeypatch):
+    """glace-eval warms the localizer up once per image size before its first frame, so graph builds
+    are not counted in the per-frame times (the node warms up at start-up the same way)."""
+    from glace_core.evaluation import evaluate_scene
+    from glace_core.localizer import Localizer
+
+    calls: list[tuple] = []
+    warm_up, localize = Localizer.warm_up, Localizer.localize
+
+    def record_warm_up(self, height, width, options=None):
+        calls.append(("warm_up", height, width))
+        return warm_up(self, height, width, options)
+
+    def record_localize(self, rgb, K, **kwargs):
+        calls.append(("localize", *rgb.shape[:2]))
+        return localize(self, rgb, K, **kwargs)
+
+    monkeypatch.setattr(Localizer, "warm_up", record_warm_up)
+    monkeypatch.setattr(Localizer, "localize", record_localize)
+    result = evaluate_scene(scene, trained_map, split="test", encoder_path=ENCODER, image_resolution=RES, device="cpu")
+    frames = [c for c in calls if c[0] == "localize"]
+    warm = [c for c in calls if c[0] == "warm_up"]
+    assert len(result.frames) == 6 and len(warm) == 1
+    # the warm-up's own localize call comes first; every real frame of that size comes after it
+    assert calls.index(warm[0]) == 0 and warm[0][1:] == frames[-1][1:]
+    assert len(frames) == 6 + 1

@@ -26,8 +26,10 @@ class MemoryFrame:
 class MemoryDataset:
     """Frames held in memory: images (N, H, W, 3) uint8, poses (N, 4, 4), K (3, 3) shared."""
 
-    def __init__(self, images: np.ndarray, poses: np.ndarray, K: np.ndarray, features: np.ndarray | None = None):
+    def __init__(self, images: np.ndarray, poses: np.ndarray, K: np.ndarray, features: np.ndarray | None = None,
+                 depths: np.ndarray | None = None):
         self.images, self._poses, self.K, self._features = images, np.asarray(poses, np.float64), K, features
+        self.depths = depths  # (N, H, W) float32 metres, 0 = unknown, or None
         self.names = [f"frame-{i:03d}" for i in range(len(images))]
         self.has_ground_truth = True
 
@@ -47,6 +49,15 @@ class MemoryDataset:
 
     def load_rgb(self, i: int) -> np.ndarray:
         return self.images[i]
+
+    @property
+    def has_depth(self) -> bool:
+        return self.depths is not None
+
+    def load_depth_m(self, i: int) -> np.ndarray:
+        if self.depths is None:
+            raise ValueError("no depth")
+        return self.depths[i]
 
     def global_features(self):
         return self._features

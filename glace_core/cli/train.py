@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 
 from glace_core.cpu_features import PRECISIONS
-from glace_core.training.config import LOSS_SCHEDULES, LOSS_TYPES, PRESETS, TrainConfig
+from glace_core.training.config import DEPTH_MODES, LOSS_SCHEDULES, LOSS_TYPES, PRESETS, TrainConfig
 
 HELP = {
     "global_feat": "condition the head on the global features of each image (features.npy of the split)",
@@ -52,6 +52,10 @@ HELP = {
     "depth_min": "predictions closer than this (m) count as invalid",
     "depth_target": "invalid predictions are pulled to this depth (m) along the pixel ray",
     "depth_max": "predictions farther than this (m) count as invalid",
+    "use_depth": "ours: supervise the 3D point of cells with a known depth (the split's depth/ folder, "
+                 "z-depth registered to the RGB image): off, auto (when there is one) or on (required)",
+    "depth_loss_weight": "ours: weight of the 3D error (per metre) against the reprojection error (per px) "
+                         "where depth supervises a cell",
     "num_clusters": "split the mapping frames into this many KMeans clusters of camera positions; without "
                     "--cluster_idx, train one head per cluster and write them as one ensemble map",
     "cluster_idx": "train only on the frames of this cluster (with --num_clusters), as the reference",
@@ -71,7 +75,7 @@ HELP = {
               + "; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items()) or 'the reference defaults'}"
                           for name, values in PRESETS.items()),
 }
-CHOICES = {"precision": PRECISIONS, "repro_loss_type": LOSS_TYPES, "repro_loss_schedule": LOSS_SCHEDULES,
+CHOICES = {"precision": PRECISIONS, "use_depth": DEPTH_MODES, "repro_loss_type": LOSS_TYPES, "repro_loss_schedule": LOSS_SCHEDULES,
            "preset": tuple(PRESETS)}
 
 

@@ -11,7 +11,8 @@ replacement, uniformly over the valid cells (multinomial). Passes repeat until t
 A row: local feature (C,) fp16; ``target_px`` (2,), the centre of cell (x, y)
 (``glace_core.geometry.cell_centres``: (8x+4, 8y+4) for stride 8);
 ``world_to_cam`` (3, 4); ``K`` and ``K_inv`` (3, 3) of the augmented image; ``img_idx``, the index
-of the frame in the dataset (to look up its global feature at batch time).
+of the frame in the dataset (to look up its global feature at batch time); ``target_depth``, the
+z-depth (m) at the cell centre when ``use_depth`` (nearest neighbour, like the mask), 0 = unknown.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class TrainingBuffer:
     K: torch.Tensor  # (N, 3, 3) float32
     K_inv: torch.Tensor  # (N, 3, 3) float32
     img_idx: torch.Tensor  # (N,) int64
+    target_depth: torch.Tensor  # (N,) float32 z-depth (m) at the cell centre, 0 = unknown
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -52,7 +54,7 @@ class TrainingBuffer:
         """The rows at ``index`` (B,) as a dict of (B, ...) tensors."""
         return {"features": self.features[index], "target_px": self.target_px[index],
                 "world_to_cam": self.world_to_cam[index], "K": self.K[index], "K_inv": self.K_inv[index],
-                "img_idx": self.img_idx[index]}
+                "img_idx": self.img_idx[index], "target_depth": self.target_depth[index]}
 
 
 def cell_mask(mask: np.ndarray, grid_hw: tuple[int, int], stride: int) -> np.ndarray:
@@ -73,9 +75,12 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                           samples_per_image: int, image_resolution: int, use_aug: bool, aug_scale: float,
                           aug_rotation: float, device: torch.device, rng: np.random.Generator,
                           generator: torch.Generator, progress: bool = True,
-                          descriptor_sink: dict[int, torch.Tensor] | None = None) -> TrainingBuffer:
+                          descriptor_sink: dict[int, torch.Tensor] | None = None,
+                          use_depth: bool = False) -> TrainingBuffer:
     """Fill a TrainingBuffer of ``buffer_size`` rows from the frames ``frame_indices`` of ``dataset``
     (anything with ``load_rgb(i)`` and ``[i]`` giving ``pose`` (4, 4) cam-to-world and ``K`` (3, 3)).
+
+    use_depth: fill ``target_depth`` from ``dataset.load_depth_m(i)`` (H, W) metres; otherwise it is 0.
 
     descriptor_sink: without augmentation, receives ``{frame index: routing descriptor (D,)}`` of
     every frame encoded (``glace_core.head_ensemble.routing_descriptor``), so an ensemble's routing
@@ -93,7 +98,8 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
         world_to_cam=torch.empty(buffer_size, 3, 4, dtype=torch.float32, device=device),
         K=torch.empty(buffer_size, 3, 3, dtype=torch.float32, device=device),
         K_inv=torch.empty(buffer_size, 3, 3, dtype=torch.float32, device=device),
-        img_idx=torch.empty(buffer_size, dtype=torch.int64, device=device))
+        img_idx=torch.empty(buffer_size, dtype=torch.int64, device=device),
+        target_depth=torch.zeros(buffer_size, dtype=torch.float32, device=device))
     filled, passes = 0, 0
     cache: dict[int, tuple] = {}  # without augmentation every pass sees the same features: encode once
     cached_bytes = 0
@@ -109,8 +115,10 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                     aug, feats = cache[int(i)]
                 else:
                     frame = dataset[int(i)]
+                    depth = dataset.load_depth_m(int(i)) if use_depth else None
                     aug = augment_image(dataset.load_rgb(int(i)), frame.K, frame.pose, image_resolution,
-                                        use_aug=use_aug, aug_scale=aug_scale, aug_rotation=aug_rotation, rng=rng)
+                                        use_aug=use_aug, aug_scale=aug_scale, aug_rotation=aug_rotation, rng=rng,
+                                        depth=depth)
                     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                         feats = encoder(aug.image.to(device))  # (1, C, h, w)
                     if descriptor_sink is not None and not use_aug:
@@ -133,6 +141,9 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                 buf.K[rows] = torch.from_numpy(aug.K).float().to(device)
                 buf.K_inv[rows] = torch.from_numpy(np.linalg.inv(aug.K)).float().to(device)
                 buf.img_idx[rows] = int(i)
+                if aug.depth is not None:
+                    cell_depth = torch.from_numpy(cell_mask(aug.depth, grid, stride).reshape(-1).astype(np.float32))
+                    buf.target_depth[rows] = cell_depth[cells].to(device)
                 filled += n
                 added_this_pass += n
                 bar.update(n)

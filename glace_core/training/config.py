@@ -51,6 +51,8 @@ from glace_core.devices import check_device_spec
 REFERENCE_ENCODER_PATH = "./ace_encoder_pretrained.pt"
 LOSS_TYPES = ("l1", "l1+sqrt", "l1+log", "tanh", "dyntanh")
 LOSS_SCHEDULES = ("circle", "linear")
+#: ``use_depth``: never, when the mapping split has depth/, or always (an error without depth/).
+DEPTH_MODES = ("off", "auto", "on")
 
 
 @dataclass
@@ -90,6 +92,9 @@ class TrainConfig:
     depth_min: float = 0.1  # predictions closer than this (m) are invalid
     depth_target: float = 10  # invalid predictions are pulled to this depth (m) along the pixel ray
     depth_max: float = 1000  # predictions farther than this (m) are invalid
+    # ours: depth supervision from the mapping split's depth/ (z-depth registered to the RGB image)
+    use_depth: str = "off"  # one of DEPTH_MODES: off | auto (when the split has depth/) | on (required)
+    depth_loss_weight: float = 100.0  # loss per metre of 3D error where depth is known (px per metre)
     # training on one spatial cluster of the mapping frames
     num_clusters: Optional[int] = None  # split the training frames into this many KMeans clusters
     cluster_idx: Optional[int] = None  # train only on the frames of this cluster (None: an ensemble of all)
@@ -147,6 +152,10 @@ class TrainConfig:
         if self.repro_loss_schedule not in LOSS_SCHEDULES:
             raise ValueError(f"repro_loss_schedule must be one of {LOSS_SCHEDULES}, "
                              f"got {self.repro_loss_schedule!r}")
+        if self.use_depth not in DEPTH_MODES:
+            raise ValueError(f"use_depth must be one of {DEPTH_MODES}, got {self.use_depth!r}")
+        if not self.depth_loss_weight >= 0:
+            raise ValueError(f"depth_loss_weight must be >= 0, got {self.depth_loss_weight!r}")
         check_device_spec(self.device)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")

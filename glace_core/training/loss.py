@@ -8,6 +8,11 @@ invalid predictions are pulled towards the point at ``depth_target`` along the c
 camera space). Valid ones get a robust loss of the error (``robust_reprojection_loss``). The total
 is ``(sum valid + sum invalid) / batch``. ``reprojection_terms`` gives the loss of each cell without
 host synchronisation (the trainer sums it per head); ``reprojection_loss`` the batch mean and stats.
+
+Depth supervision (ours, ``use_depth``; the paper trains from RGB and poses alone): a cell with a
+known z-depth ``d`` > 0 also gets ``depth_weight * |p_cam - d * ray|_1``, the L1 distance (m) of its
+camera-frame prediction to the depth point on its ray, and no pull towards ``depth_target`` when
+invalid (the depth point is the better target). Cells without depth keep the loss above.
 """
 from __future__ import annotations
 
@@ -70,19 +75,24 @@ def reprojection_terms(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: 
                        target_px: torch.Tensor, *, loss_type: str = "dyntanh", soft_clamp: float = 50.0,
                        soft_clamp_min: float = 1.0, hard_clamp: float = 1000.0, depth_min: float = 0.1,
                        depth_max: float = 1000.0, depth_target: float = 10.0, iteration: int = 0, total: int = 1,
-                       schedule: str = "circle") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       schedule: str = "circle", target_depth: torch.Tensor | None = None,
+                       depth_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss of each cell, without host synchronisation.
 
     pred_world: (B, 3) predicted world points; world_to_cam: (B, 3, 4); K, K_inv: (B, 3, 3);
-    target_px: (B, 2) pixel of each cell (continuous coordinates, pixel centres at i + 0.5).
+    target_px: (B, 2) pixel of each cell (continuous coordinates, pixel centres at i + 0.5);
+    target_depth: optional (B,) z-depth (m) of each cell, 0 = unknown (used when depth_weight > 0).
     Returns ``(loss (B,), L1 pixel error (B,), valid (B,) bool)``: the robust loss of the error
-    where valid, the L1 distance to the point at ``depth_target`` on the cell's ray where not.
+    where valid, the L1 distance to the point at ``depth_target`` on the cell's ray where not, and
+    for cells with a depth the weighted L1 distance to their depth point (module docstring).
     """
     b = pred_world.shape[0]
     for name, t, shape in (("pred_world", pred_world, (b, 3)), ("world_to_cam", world_to_cam, (b, 3, 4)),
                            ("K", K, (b, 3, 3)), ("K_inv", K_inv, (b, 3, 3)), ("target_px", target_px, (b, 2))):
         if tuple(t.shape) != shape:
             raise ValueError(f"reprojection_loss: {name} must have shape {shape}, got {tuple(t.shape)}")
+    if target_depth is not None and tuple(target_depth.shape) != (b,):
+        raise ValueError(f"reprojection_loss: target_depth must have shape {(b,)}, got {tuple(target_depth.shape)}")
     cam, px = reproject(pred_world.unsqueeze(2), world_to_cam, K, depth_min)  # (B, 3, 1), (B, 2, 1)
     pred_cam, pred_px = cam[:, :, 0], px[:, :, 0]
     z = pred_cam[:, 2]
@@ -92,7 +102,12 @@ def reprojection_terms(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: 
     valid_loss = robust_reprojection_terms(errors, loss_type, soft_clamp, soft_clamp_min, iteration, total, schedule)
     rays = pixel_rays(target_px.unsqueeze(2), K_inv)[:, :, 0]  # (B, 3), z = 1
     invalid_loss = (depth_target * rays - pred_cam).abs().sum(dim=1)
-    return torch.where(valid, valid_loss, invalid_loss), errors, valid
+    terms = torch.where(valid, valid_loss, invalid_loss)
+    if target_depth is not None and depth_weight > 0:
+        known = target_depth > 0
+        depth_loss = depth_weight * (target_depth.unsqueeze(1) * rays - pred_cam).abs().sum(dim=1)
+        terms = torch.where(known, torch.where(valid, valid_loss, 0.0) + depth_loss, terms)
+    return terms, errors, valid
 
 
 def reprojection_loss(pred_world: torch.Tensor, world_to_cam: torch.Tensor, K: torch.Tensor, K_inv: torch.Tensor,

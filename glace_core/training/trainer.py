@@ -264,6 +264,7 @@ def train_heads(stacked: StackedHeads, model: nn.Module, buffer: TrainingBuffer,
     from tqdm import tqdm
 
     use_amp, use_bf16 = precision == "fp16", precision == "bf16"
+    supervise_depth = bool((buffer.target_depth > 0).any())
     optimizer, scheduler = build_optimizer(stacked.parameters(), config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     stacked.train()
@@ -285,7 +286,8 @@ def train_heads(stacked: StackedHeads, model: nn.Module, buffer: TrainingBuffer,
             loss_type=config.repro_loss_type, soft_clamp=config.repro_loss_soft_clamp,
             soft_clamp_min=config.repro_loss_soft_clamp_min, hard_clamp=config.repro_loss_hard_clamp,
             depth_min=config.depth_min, depth_max=config.depth_max, depth_target=config.depth_target,
-            iteration=it, total=total, schedule=config.repro_loss_schedule)
+            iteration=it, total=total, schedule=config.repro_loss_schedule,
+            target_depth=rows["target_depth"] if supervise_depth else None, depth_weight=config.depth_loss_weight)
         head_losses = terms.view(k, b).sum(dim=1) / b  # each head's loss, as it would be alone
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(head_losses.sum()).backward()
@@ -332,6 +334,16 @@ def train_map(config: TrainConfig, dataset, output_path: str | os.PathLike, *, p
                 dist.destroy_process_group()
 
 
+def depth_supervision(config: TrainConfig, dataset) -> bool:
+    """Whether this run supervises depth: ``use_depth`` "on" (ValueError when the mapping split has
+    no depth/ folder), "auto" (when it has one) or "off"."""
+    has_depth = bool(getattr(dataset, "has_depth", False))
+    if config.use_depth == "on" and not has_depth:
+        raise ValueError("--use_depth on, but the mapping split has no depth/ folder (16-bit PNG z-depth in mm, "
+                         "one per image, registered to it); pass --use_depth off or auto")
+    return config.use_depth == "on" or (config.use_depth == "auto" and has_depth)
+
+
 def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: int, device: torch.device,
            progress: bool, metadata: dict[str, Any]) -> TrainResult:
     seed = config.seed + rank
@@ -356,6 +368,7 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
         if global_np is None:
             raise ValueError(f"--global_feat is True but the mapping split has no {config.feat_name}; run "
                              "glace-extract-features on the scene first, or pass --global_feat False")
+    use_depth = depth_supervision(config, dataset)
     encoder = resolve_training_encoder(config.encoder_path, device)
     encoder_entry = encoder_sidecar_entry(encoder)
     show = progress and rank == 0
@@ -366,7 +379,7 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
         dataset, plan.frames, encoder, buffer_size=config.training_buffer_size,
         samples_per_image=config.samples_per_image, image_resolution=config.image_resolution,
         use_aug=config.use_aug, aug_scale=config.aug_scale, aug_rotation=config.aug_rotation, device=device,
-        rng=rng, generator=cpu_generator, progress=show, descriptor_sink=descriptor_sink)
+        rng=rng, generator=cpu_generator, progress=show, descriptor_sink=descriptor_sink, use_depth=use_depth)
     descriptors = None
     if plan.ensemble:
         descriptors = routing_descriptors(dataset, plan.frames, encoder, config.image_resolution, device,
@@ -419,7 +432,8 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
     if rank == 0:
         info = {"made_by": "glace-train", "config": config.to_dict(), "frames": len(plan.frames),
                 "buffer_rows": len(buffer), "world_size": world, "buffer_seconds": round(buffer_seconds, 2),
-                "train_seconds": round(train_seconds, 2), "precision": precision, "final_loss": loss,
+                "train_seconds": round(train_seconds, 2), "precision": precision, "depth_supervision": use_depth,
+                "final_loss": loss,
                 "final_median_px": median_px}
         sidecar = {**metadata, "encoder": encoder_entry, "training": info}
         result: nn.Module = heads[0]
