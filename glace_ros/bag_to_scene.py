@@ -14,6 +14,12 @@ glace_core tool reads, so a 2000-frame 640×480 bag costs disk (PNG files), not 
   (:func:`glace_ros.camera_info.intrinsics_for_image`).
 - Frames without an interpolable pose (before the first / after the last pose sample, or in a gap
   longer than ``max_pose_gap_s``) or without any CameraInfo are skipped and counted.
+- Depth (optional, ``depth_topic``): an RGB-D camera's depth registered to the image (e.g.
+  ``aligned_depth_to_color``), 16UC1 mm or 32FC1 m, Image or compressedDepth. Each image takes the
+  depth message nearest in stamp within ``depth_tolerance_s``, written to ``depth/`` (16-bit mm);
+  an image without one gets an all-zero (unknown) depth file, so depth/ pairs with rgb/, and is
+  counted. It feeds ``glace-train --use_depth``.
+  Depth messages are held only for a short window, so memory does not grow with the bag.
 
 The camera frame of the poses must be an optical frame (x right, y down, z forward), as the
 frame_id of the images normally is. ``glace-train --bag`` (:mod:`glace_ros.train_from_bag`) runs
@@ -22,8 +28,10 @@ this before training.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -42,15 +50,17 @@ POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovari
 
 # --------------------------------------------------------------------------- topics
 
-def resolve_topic(bag: BagReader, topic: str | None, msgtypes: tuple[str, ...], what: str) -> str:
-    """``topic`` checked against the bag, or the bag's only topic of one of ``msgtypes`` when None.
+def resolve_topic(bag: BagReader, topic: str | None, msgtypes: tuple[str, ...], what: str,
+                  exclude: tuple[str | None, ...] = ()) -> str:
+    """``topic`` checked against the bag, or the bag's only topic of one of ``msgtypes`` (other than
+    those in ``exclude``) when None.
 
     Raises BagError naming the bag and listing its topics when the topic is missing, has another
     type, or (``topic`` None) when zero or several candidates exist.
     """
     have = bag.topics
     if topic is None:
-        candidates = sorted(t for t, m in have.items() if m in msgtypes)
+        candidates = sorted(t for t, m in have.items() if m in msgtypes and t not in exclude)
         if len(candidates) != 1:
             listing = ", ".join(f"{t} ({m})" for t, m in sorted(have.items())) or "none"
             raise BagError(f"bag {bag.path}: cannot choose the {what} topic ({len(candidates)} candidates of "
@@ -145,6 +155,8 @@ class BagSource:
     max_pose_gap_s: float = 0.5  # trajectory gaps longer than this are not interpolated across
     camera_info_tolerance_s: float = 0.05  # CameraInfo further than this in stamp is logged
     every_nth: int = 1  # keep every n-th image
+    depth_topic: str | None = None  # depth registered to the image (16UC1 mm / 32FC1 m); None: no depth
+    depth_tolerance_s: float = 0.02  # a depth message further than this in stamp is not the image's
 
     def validate(self) -> None:
         if (self.pose_topic is None) == (self.tf_frames is None):
@@ -155,6 +167,8 @@ class BagSource:
             raise ValueError(f"max_pose_gap_s must be > 0, got {self.max_pose_gap_s}")
         if self.every_nth < 1:
             raise ValueError(f"every_nth must be >= 1, got {self.every_nth}")
+        if not self.depth_tolerance_s >= 0:
+            raise ValueError(f"depth_tolerance_s must be >= 0, got {self.depth_tolerance_s}")
 
 
 @dataclass
@@ -168,10 +182,12 @@ class BagConversion:
     skipped_no_pose: int = 0
     skipped_no_camera_info: int = 0
     camera_info_inexact: int = 0
+    with_depth: int = 0  # written frames that have depth (with a depth topic)
     stamps_ns: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{self.written} of {self.images} images written to {self.scene / self.split}; skipped "
+        return (f"{self.written} of {self.images} images written to {self.scene / self.split}"
+                f"{f' ({self.with_depth} with depth)' if self.with_depth else ''}; skipped "
                 f"{self.skipped_no_pose} without an interpolable pose and {self.skipped_no_camera_info} "
                 f"without CameraInfo; {self.camera_info_inexact} used a CameraInfo outside the stamp tolerance")
 
@@ -182,21 +198,61 @@ def _decode_rgb(msg, msgtype: str) -> np.ndarray:
     return compressed_to_rgb_u8(msg) if msgtype.endswith("CompressedImage") else image_to_rgb_u8(msg)
 
 
+#: Depth messages older than the newest image by more than this are dropped (bounds memory).
+DEPTH_WINDOW_NS = 2_000_000_000
+
+
+def images_with_depth(bag: BagReader, image_topic: str, depth_topic: str | None, tolerance_ns: int
+                      ) -> Iterator[tuple[Any, Any | None]]:
+    """``(image message, depth message or None)`` for every image on ``image_topic`` in bag order,
+    deserialised. The depth is the message on ``depth_topic`` nearest in header stamp within
+    ``tolerance_ns``; an image is answered once a depth stamped after its tolerance window has been
+    read (depth arrives in stamp order) or the bag ends."""
+    if depth_topic is None:
+        for m in bag.messages([image_topic]):
+            yield bag.deserialize(m), None
+        return
+    waiting: deque = deque()  # (stamp, image msg) not yet answered
+    depths: deque = deque()  # (stamp, depth msg), increasing stamps
+    newest_depth = None
+
+    def answer(stamp: int, image):
+        near = [(abs(t - stamp), i) for i, (t, _) in enumerate(depths) if abs(t - stamp) <= tolerance_ns]
+        return image, depths[min(near)[1]][1] if near else None
+
+    for m in bag.messages([image_topic, depth_topic]):
+        msg = bag.deserialize(m)
+        stamp = stamp_to_ns(msg.header.stamp)
+        if m.topic == depth_topic:
+            depths.append((stamp, msg))
+            newest_depth = stamp if newest_depth is None else max(newest_depth, stamp)
+        else:
+            waiting.append((stamp, msg))
+        while waiting and newest_depth is not None and newest_depth > waiting[0][0] + tolerance_ns:
+            yield answer(*waiting.popleft())
+        horizon = (waiting[0][0] if waiting else stamp) - max(tolerance_ns, DEPTH_WINDOW_NS)
+        while depths and depths[0][0] < horizon:
+            depths.popleft()
+    while waiting:
+        yield answer(*waiting.popleft())
+
+
 def bag_to_scene(bag_path: str | Path, scene_root: str | Path, source: BagSource, split: str = "train") -> BagConversion:
     """Write the frames of a bag as the DSAC*-layout split ``scene_root/split``.
 
     Frame i is named ``frame-{i:06d}`` (order of the bag); its pose is camera-to-world from
-    ``source`` interpolated at the image's header stamp. Returns the counts of written and
-    skipped frames (also logged). Raises BagError for a damaged bag or missing topics and
-    ValueError when no frame has a pose.
+    ``source`` interpolated at the image's header stamp; with ``source.depth_topic`` its depth
+    goes to ``depth/`` (module docstring). Returns the counts of written and skipped frames (also
+    logged). Raises BagError for a damaged bag, missing topics or a depth image that does not
+    match its image, and ValueError when no frame has a pose.
     """
     from glace_ros.camera_info import CameraInfoError
-    from glace_ros.image_conversion import ImageConversionError
+    from glace_ros.image_conversion import ImageConversionError, to_depth_m
 
     source.validate()
     result = BagConversion(Path(scene_root), split)
     with BagReader(bag_path) as bag:
-        image_topic = resolve_topic(bag, source.image_topic, IMAGE_TYPES, "image")
+        image_topic = resolve_topic(bag, source.image_topic, IMAGE_TYPES, "image", exclude=(source.depth_topic,))
         info_topic = resolve_topic(bag, source.camera_info_topic, ("sensor_msgs/msg/CameraInfo",), "camera info")
         infos = CameraInfoTrack(bag, info_topic, source.camera_info_tolerance_s)
         if source.pose_topic is not None:
@@ -212,12 +268,15 @@ def bag_to_scene(bag_path: str | Path, scene_root: str | Path, source: BagSource
             pose_at = lambda t: graph.lookup_many(map_frame, camera_frame, np.array([t]))  # noqa: E731
         from glace_core.dataset import write_frame
 
+        depth_topic = None
+        if source.depth_topic is not None:
+            depth_topic = resolve_topic(bag, source.depth_topic, IMAGE_TYPES, "depth")
         msgtype = bag.topics[image_topic]
-        for index, m in enumerate(bag.messages([image_topic])):
+        pairs = images_with_depth(bag, image_topic, depth_topic, int(round(source.depth_tolerance_s * 1e9)))
+        for index, (msg, depth_msg) in enumerate(pairs):
             if index % source.every_nth:
                 continue
             result.images += 1
-            msg = bag.deserialize(m)
             stamp = stamp_to_ns(msg.header.stamp)
             poses, ok = pose_at(stamp)
             if not ok[0]:
@@ -231,7 +290,19 @@ def bag_to_scene(bag_path: str | Path, scene_root: str | Path, source: BagSource
             if K is None:
                 result.skipped_no_camera_info += 1
                 continue
-            write_frame(scene_root, split, f"frame-{result.written:06d}", rgb, poses[0], K)
+            depth = None if depth_topic is None else np.zeros(rgb.shape[:2], np.float32)  # 0: unknown
+            if depth_msg is not None:
+                try:
+                    depth = to_depth_m(depth_msg)
+                except ImageConversionError as exc:
+                    raise BagError(f"bag {bag.path}: depth for the image at t={stamp} ns on {depth_topic}: "
+                                   f"{exc}") from exc
+                if depth.shape != rgb.shape[:2]:
+                    raise BagError(f"bag {bag.path}: depth on {depth_topic} is {depth.shape[1]}x{depth.shape[0]}, "
+                                   f"its image {rgb.shape[1]}x{rgb.shape[0]}: the depth must be registered to "
+                                   "the image (e.g. aligned_depth_to_color)")
+                result.with_depth += 1
+            write_frame(scene_root, split, f"frame-{result.written:06d}", rgb, poses[0], K, depth)
             result.stamps_ns.append(stamp)
             result.written += 1
         result.camera_info_inexact = infos.inexact

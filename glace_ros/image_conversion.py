@@ -397,6 +397,25 @@ def to_gray_u8(msg: Any, scale16: str = "shift") -> np.ndarray:
     return compressed_to_gray_u8(msg, scale16) if _is_compressed(msg) else image_to_gray_u8(msg, scale16)
 
 
+def to_depth_m(msg: Any) -> np.ndarray:
+    """A depth Image or CompressedImage (compressedDepth, or a 16-bit PNG) -> (H, W) float32 metres,
+    0 where unknown. REP-118 encodings: 16UC1/mono16 in millimetres, 32FC1 in metres (NaN, inf and
+    values <= 0 become 0). Raises ImageConversionError for any other encoding."""
+    if _is_compressed(msg):
+        array, encoding = decode_compressed(msg)
+    else:
+        array, encoding = image_to_numpy(msg), str(msg.encoding)
+    if encoding in ("16UC1", "mono16") and array.ndim == 2:
+        depth = array.astype(np.float32) * np.float32(0.001)
+    elif encoding == "32FC1" and array.ndim == 2:
+        depth = array.astype(np.float32, copy=True)
+    else:
+        raise ImageConversionError(f"depth image encoding {encoding!r} with shape {array.shape}: expected 16UC1 "
+                                   "(mm) or 32FC1 (m), single channel (REP 118)")
+    depth[~np.isfinite(depth) | (depth <= 0)] = 0.0
+    return depth
+
+
 # --------------------------------------------------------------------------- numpy -> messages
 
 def numpy_to_image(array: np.ndarray, encoding: str, header: Any = None, *, step: int | None = None,

@@ -39,6 +39,7 @@ class SceneToBagOptions:
     map_frame: str = "map"
     camera_frame: str = "camera_optical_frame"  # frame_id of images and CameraInfo
     gt_child_frame: str = "camera_gt"  # TF child frame of the ground-truth pose
+    depth_topic: str = ""  # non-empty: the split's depth/ as 16UC1 (mm) Images registered to the images
     overwrite: bool = False
 
 
@@ -102,6 +103,17 @@ def tf_message(types, header, child_frame: str, cam_to_world: np.ndarray):
     return types["tf2_msgs/msg/TFMessage"](transforms=[stamped])
 
 
+def depth_message(types, header, depth_m: np.ndarray):
+    """A rosbags sensor_msgs/Image (16UC1, millimetres, 0 = unknown) of an (H, W) depth in metres."""
+    from glace_core.dataset import depth_to_mm
+
+    mm = np.ascontiguousarray(depth_to_mm(depth_m), dtype="<u2")
+    h, w = mm.shape
+    return types["sensor_msgs/msg/Image"](
+        header=header, height=h, width=w, encoding="16UC1", is_bigendian=0, step=2 * w,
+        data=np.frombuffer(mm.tobytes(), dtype=np.uint8))
+
+
 def scene_to_bag(scene: str | Path, out: str | Path, options: SceneToBagOptions | None = None) -> int:
     """Write one split of a DSAC*-layout scene as a rosbag2 at ``out``; returns the frame count."""
     from glace_core.dataset import SceneSplit
@@ -110,6 +122,8 @@ def scene_to_bag(scene: str | Path, out: str | Path, options: SceneToBagOptions 
     if opt.rate <= 0 or not np.isfinite(opt.rate):
         raise ValueError(f"rate must be a positive number of frames per second, got {opt.rate}")
     split = SceneSplit(scene, opt.split)
+    if opt.depth_topic and not split.has_depth:
+        raise ValueError(f"--depth-topic {opt.depth_topic}: split {opt.split} of {scene} has no depth/ folder")
     image_topic = opt.image_topic + ("/compressed" if opt.compressed and not opt.image_topic.endswith("/compressed") else "")
     period_ns = int(round(1e9 / opt.rate))
     start_ns = int(round(opt.start_time * 1e9))
@@ -130,6 +144,9 @@ def scene_to_bag(scene: str | Path, out: str | Path, options: SceneToBagOptions 
                           "sensor_msgs/msg/CompressedImage", stamp)
             else:
                 bag.write(image_topic, image_message(types, cam_header, rgb), "sensor_msgs/msg/Image", stamp)
+            if opt.depth_topic:
+                bag.write(opt.depth_topic, depth_message(types, cam_header, split.load_depth_m(i)),
+                          "sensor_msgs/msg/Image", stamp)
             map_header = _header(types, stamp, opt.map_frame)
             bag.write(opt.gt_topic, types["geometry_msgs/msg/PoseStamped"](header=map_header, pose=pose_message(types, frame.pose)),
                       "geometry_msgs/msg/PoseStamped", stamp)
@@ -157,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-frame", default=d.map_frame, help="frame of the ground-truth poses")
     p.add_argument("--camera-frame", default=d.camera_frame, help="frame_id of the images")
     p.add_argument("--gt-child-frame", default=d.gt_child_frame, help="TF child frame of the ground truth")
+    p.add_argument("--depth-topic", default=d.depth_topic,
+                   help="also write the split's depth/ as 16UC1 Images (mm) on this topic, stamped like the images")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     return p
 

@@ -36,6 +36,12 @@ def bag_argument_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-pose-gap", type=float, default=d.max_pose_gap_s,
                    help=f"seconds: trajectory gaps longer than this are not interpolated (default {d.max_pose_gap_s})")
     g.add_argument("--every-nth", type=int, default=d.every_nth, help="use every n-th image of the bag (default 1)")
+    g.add_argument("--depth-topic", default=None,
+                   help="depth registered to the images (16UC1 mm or 32FC1 m, e.g. aligned_depth_to_color), "
+                        "written as the scene's depth/ for --use_depth")
+    g.add_argument("--depth-tolerance", type=float, default=d.depth_tolerance_s,
+                   help=f"seconds: the depth message nearest in stamp within this is the image's "
+                        f"(default {d.depth_tolerance_s})")
     g.add_argument("--keep-scene", default=None, help="write the bag's frames into this folder and keep it")
     return p
 
@@ -53,7 +59,8 @@ def train_main_with_bag(argv: list[str] | None, scene_train_main: Callable[[list
         return scene_train_main(argv)
     args, rest = bag_argument_parser().parse_known_args(argv)
     if args.bag is None:
-        given = [f for f in ("image_topic", "camera_info_topic", "pose_topic", "tf_frames", "keep_scene")
+        given = [f for f in ("image_topic", "camera_info_topic", "pose_topic", "tf_frames", "keep_scene",
+                             "depth_topic")
                  if getattr(args, f) is not None]
         if given:
             print(f"{prog}: error: {', '.join('--' + f.replace('_', '-') for f in given)} only apply with --bag",
@@ -63,7 +70,8 @@ def train_main_with_bag(argv: list[str] | None, scene_train_main: Callable[[list
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     source = BagSource(image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                        pose_topic=args.pose_topic, tf_frames=tuple(args.tf_frames) if args.tf_frames else None,
-                       max_pose_gap_s=args.max_pose_gap, every_nth=args.every_nth)
+                       max_pose_gap_s=args.max_pose_gap, every_nth=args.every_nth,
+                       depth_topic=args.depth_topic, depth_tolerance_s=args.depth_tolerance)
     scene = Path(args.keep_scene) if args.keep_scene else Path(tempfile.mkdtemp(prefix="glace-bag-scene-"))
     try:
         try:

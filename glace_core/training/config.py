@@ -37,6 +37,12 @@ default XFeat encoder (BENCHMARKS.md "Encoders"). What it changes, and why:
 - The issue-5 goal (90 % within 5 cm/5 deg) is met on seed 100 and missed on seed 101 (86 %). The
   failures are 5-10 cm / ~1 deg errors on test views, not gross ones.
 - ``use_half`` stays True: it only has an effect on CUDA.
+
+``use_depth`` (ours; "off" in every preset, the paper trains from RGB and poses alone): where the
+mapping split has z-depth registered to its images (``depth/``; glace-make-scene writes it), each
+sampled cell's 3D point is also pulled to its depth point (``glace_core.training.loss``). The depth
+must be registered to the RGB image (aligned depth of an RGB-D camera, rendered depth), not a raw
+depth sensor's own view. BENCHMARKS.md "Depth supervision" has what it changes on the hard scenes.
 """
 from __future__ import annotations
 
