@@ -1,6 +1,6 @@
 """Is the pose covariance calibrated? Mahalanobis distances of the real errors, held-out scenes.
 
-    . scripts/env.sh && python bench/covariance.py [--work /tmp/glace_bench] [--fit]
+    . scripts/env.sh && python bench/covariance.py [--work /tmp/glace_bench] [--fit] [--preset cpu+use_depth=on]
 
 Scenes (cached in ``--work`` and shared with bench/hard_scenes.py, bench/bench_scenes.py): three
 held-out synthetic rooms (the ``dense``, ``lighting`` and ``blur`` variants of hard_scenes) and the
@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_scenes import scene, trained_map  # noqa: E402
-from hard_scenes import VARIANTS  # noqa: E402
+from hard_scenes import VARIANTS, training_spec  # noqa: E402
 
 from glace_core.dataset import SceneSplit  # noqa: E402
 from glace_core.localizer import Localizer, reprojection_statistics  # noqa: E402
@@ -84,14 +84,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/glace_bench"), help="cache of scenes and maps")
     p.add_argument("--fit", action="store_true", help="also refit n_eff leave-one-scene-out")
+    p.add_argument("--preset", default="cpu", help="the maps' training preset[+option=value] (bench/hard_scenes.py)")
     args = p.parse_args(argv)
+    preset, extra, label = training_spec(args.preset)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     base = CovarianceCalibration()
     per_scene = {}
     for name in SCENES:
         seed, flags = VARIANTS[name]
         root = scene(args.work, f"hard_{name}", seed, flags)
-        map_path, _ = trained_map(root)
+        map_path, _ = trained_map(root, preset, extra, label)
         per_scene[name] = frame_stats(root, map_path)
     print(f"default calibration: {base}")
     print("| scene | frames scored | default: median d^2 | inside 95 % | leave-one-out n_eff | median d^2 | inside 95 % |")
