@@ -100,7 +100,7 @@ class TrainConfig:
     depth_max: float = 1000  # predictions farther than this (m) are invalid
     # ours: depth supervision from the mapping split's depth/ (z-depth registered to the RGB image)
     use_depth: str = "off"  # one of DEPTH_MODES: off | auto (when the split has depth/) | on (required)
-    depth_loss_weight: float = 100.0  # loss per metre of 3D error where depth is known (px per metre)
+    depth_loss_weight: float = 10.0  # loss per metre of 3D error where depth is known (against px)
     # training on one spatial cluster of the mapping frames
     num_clusters: Optional[int] = None  # split the training frames into this many KMeans clusters
     cluster_idx: Optional[int] = None  # train only on the frames of this cluster (None: an ensemble of all)
