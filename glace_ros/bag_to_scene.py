@@ -27,6 +27,7 @@ this before training.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -202,15 +203,17 @@ def _decode_rgb(msg, msgtype: str) -> np.ndarray:
 DEPTH_WINDOW_NS = 2_000_000_000
 
 
-def images_with_depth(bag: BagReader, image_topic: str, depth_topic: str | None, tolerance_ns: int
-                      ) -> Iterator[tuple[Any, Any | None]]:
-    """``(image message, depth message or None)`` for every image on ``image_topic`` in bag order,
-    deserialised. The depth is the message on ``depth_topic`` nearest in header stamp within
-    ``tolerance_ns``; an image is answered once a depth stamped after its tolerance window has been
-    read (depth arrives in stamp order) or the bag ends."""
+def images_with_depth(bag: BagReader, image_topic: str, depth_topic: str | None, tolerance_ns: int,
+                      every_nth: int = 1) -> Iterator[tuple[Any, Any | None]]:
+    """``(image message, depth message or None)`` for every ``every_nth`` image on ``image_topic``
+    in bag order, deserialised (the others are not). The depth is the message on ``depth_topic``
+    nearest in header stamp within ``tolerance_ns``; an image is answered once a depth stamped after
+    its tolerance window has been read (depth arrives in stamp order) or the bag ends."""
+    counter = itertools.count()
     if depth_topic is None:
         for m in bag.messages([image_topic]):
-            yield bag.deserialize(m), None
+            if next(counter) % every_nth == 0:
+                yield bag.deserialize(m), None
         return
     waiting: deque = deque()  # (stamp, image msg) not yet answered
     depths: deque = deque()  # (stamp, depth msg), increasing stamps
@@ -221,6 +224,8 @@ def images_with_depth(bag: BagReader, image_topic: str, depth_topic: str | None,
         return image, depths[min(near)[1]][1] if near else None
 
     for m in bag.messages([image_topic, depth_topic]):
+        if m.topic != depth_topic and next(counter) % every_nth:
+            continue
         msg = bag.deserialize(m)
         stamp = stamp_to_ns(msg.header.stamp)
         if m.topic == depth_topic:
@@ -272,10 +277,8 @@ def bag_to_scene(bag_path: str | Path, scene_root: str | Path, source: BagSource
         if source.depth_topic is not None:
             depth_topic = resolve_topic(bag, source.depth_topic, IMAGE_TYPES, "depth")
         msgtype = bag.topics[image_topic]
-        pairs = images_with_depth(bag, image_topic, depth_topic, int(round(source.depth_tolerance_s * 1e9)))
-        for index, (msg, depth_msg) in enumerate(pairs):
-            if index % source.every_nth:
-                continue
+        for msg, depth_msg in images_with_depth(bag, image_topic, depth_topic,
+                                                int(round(source.depth_tolerance_s * 1e9)), source.every_nth):
             result.images += 1
             stamp = stamp_to_ns(msg.header.stamp)
             poses, ok = pose_at(stamp)

@@ -45,7 +45,8 @@ def test_a_scene_with_depth_round_trips_through_a_bag(tmp_path):
     scene = small_scene(tmp_path / "scene", seed=4, n_train=2, n_test=3)
     bag = tmp_path / "bag"
     assert s2b.main([str(scene), str(bag), "--split", "test", "--depth-topic", "/camera/depth"]) == 0
-    result = bag_to_scene(bag, tmp_path / "back", BagSource(pose_topic="/ground_truth/pose", depth_topic="/camera/depth"))
+    source = BagSource(pose_topic="/ground_truth/pose", depth_topic="/camera/depth")
+    result = bag_to_scene(bag, tmp_path / "back", source)
     assert (result.written, result.with_depth) == (3, 3)
     original, back = SceneSplit(scene, "test"), SceneSplit(tmp_path / "back", "train")
     assert back.has_depth
@@ -65,10 +66,11 @@ def _without_depth(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("depth_first", [False, True])
-def test_depth_pairs_with_images_by_stamp(tmp_path, depth_first):
+@pytest.mark.parametrize("depth_first, every_nth", [(False, 1), (True, 1), (True, 2)])
+def test_depth_pairs_with_images_by_stamp(tmp_path, depth_first, every_nth):
     """Depth k is k+1 metres. Exact stamps, 5 ms off, 50 ms off (beyond the 20 ms tolerance: no
-    depth, an all-zero file), a missing one, and depth recorded before or after its image."""
+    depth, an all-zero file), a missing one, and depth recorded before or after its image; with
+    every_nth 2 the kept images 0, 2, 4 still get their own depth."""
     offsets_ms = {0: 0, 1: 5, 2: 50, 4: -5}  # image 3 has no depth message
     with BagWriter(tmp_path / "bag", storage="sqlite3") as bag:
         types = bag.types
@@ -89,14 +91,18 @@ def test_depth_pairs_with_images_by_stamp(tmp_path, depth_first):
                 "geometry_msgs/msg/PoseStamped", t)
     from glace_core.dataset import SceneSplit
 
-    result = bag_to_scene(tmp_path / "bag", tmp_path / "scene", BagSource(pose_topic="/slam", depth_topic="/depth"))
+    result = bag_to_scene(tmp_path / "bag", tmp_path / "scene",
+                          BagSource(pose_topic="/slam", depth_topic="/depth", every_nth=every_nth))
     split = SceneSplit(tmp_path / "scene", "train")
-    assert (result.written, result.with_depth, len(split)) == (5, 3, 5)
-    for k in range(5):
-        assert int(split.load_rgb(k)[0, 0, 0]) == 10 * k
-        depth = split.load_depth_m(k)
+    kept = list(range(0, 5, every_nth))
+    with_depth = [k for k in kept if k in (0, 1, 4)]
+    assert (result.images, result.written, len(split)) == (len(kept),) * 3
+    assert result.with_depth == len(with_depth)
+    for i, k in enumerate(kept):
+        assert int(split.load_rgb(i)[0, 0, 0]) == 10 * k
+        depth = split.load_depth_m(i)
         assert depth.shape == (24, 32)
-        np.testing.assert_allclose(depth, k + 1.0 if k in (0, 1, 4) else 0.0)
+        np.testing.assert_allclose(depth, k + 1.0 if k in with_depth else 0.0)
 
 
 def test_depth_of_another_size_is_refused(tmp_path):

@@ -75,8 +75,8 @@ HELP = {
               + "; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items()) or 'the reference defaults'}"
                           for name, values in PRESETS.items()),
 }
-CHOICES = {"precision": PRECISIONS, "use_depth": DEPTH_MODES, "repro_loss_type": LOSS_TYPES, "repro_loss_schedule": LOSS_SCHEDULES,
-           "preset": tuple(PRESETS)}
+CHOICES = {"precision": PRECISIONS, "use_depth": DEPTH_MODES, "repro_loss_type": LOSS_TYPES,
+           "repro_loss_schedule": LOSS_SCHEDULES, "preset": tuple(PRESETS)}
 
 
 def _strtobool(text: str) -> bool:

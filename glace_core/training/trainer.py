@@ -433,8 +433,7 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
         info = {"made_by": "glace-train", "config": config.to_dict(), "frames": len(plan.frames),
                 "buffer_rows": len(buffer), "world_size": world, "buffer_seconds": round(buffer_seconds, 2),
                 "train_seconds": round(train_seconds, 2), "precision": precision, "depth_supervision": use_depth,
-                "final_loss": loss,
-                "final_median_px": median_px}
+                "final_loss": loss, "final_median_px": median_px}
         sidecar = {**metadata, "encoder": encoder_entry, "training": info}
         result: nn.Module = heads[0]
         if plan.ensemble:
