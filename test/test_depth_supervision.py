@@ -107,6 +107,20 @@ def test_use_depth_on_needs_a_depth_folder(tmp_path):
         TrainConfig.from_preset("cpu", use_depth="yes")
 
 
+def test_the_cpu_presets_use_depth_where_the_split_has_it_and_the_paper_never():
+    from glace_core.training.trainer import depth_supervision
+
+    without = random_dataset(n=2)
+    with_depth = MemoryDataset(without.images, without.poses, without.K,
+                               depths=np.ones(without.images.shape[:3], np.float32))
+    for preset in ("cpu", "quality"):
+        config = TrainConfig.from_preset(preset)
+        assert config.use_depth == "auto"
+        assert depth_supervision(config, with_depth) and not depth_supervision(config, without)
+    paper = TrainConfig.from_preset("paper")
+    assert paper.use_depth == "off" and not depth_supervision(paper, with_depth)
+
+
 @pytest.fixture(scope="module")
 def box_scene(tmp_path_factory):
     torch.set_num_threads(2)

@@ -369,6 +369,10 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
             raise ValueError(f"--global_feat is True but the mapping split has no {config.feat_name}; run "
                              "glace-extract-features on the scene first, or pass --global_feat False")
     use_depth = depth_supervision(config, dataset)
+    if rank == 0:
+        split_has = "has depth/" if getattr(dataset, "has_depth", False) else "has no depth/"
+        _logger.info("depth supervision %s (--use_depth %s; the mapping split %s)", "on" if use_depth else "off",
+                     config.use_depth, split_has)
     encoder = resolve_training_encoder(config.encoder_path, device)
     encoder_entry = encoder_sidecar_entry(encoder)
     show = progress and rank == 0
