@@ -1,13 +1,15 @@
 """Is the pose covariance calibrated? Mahalanobis distances of the real errors, held-out scenes.
 
-    . scripts/env.sh && python bench/covariance.py [--work /tmp/glace_bench] [--fit] [--preset cpu+use_depth=on]
+    . scripts/env.sh && python bench/covariance.py [--work /tmp/glace_bench] [--fit] [--preset cpu+use_depth=off]
 
 Scenes (cached in ``--work`` and shared with bench/hard_scenes.py, bench/bench_scenes.py): three
 held-out synthetic rooms (the ``dense``, ``lighting`` and ``blur`` variants of hard_scenes) and the
 real-style variants ``sparse`` (painted walls, few pictures), ``offset`` (test path 0.5 m and 20 deg
-away from the mapping path) and ``camera`` (another camera), each mapped with the cpu preset. Every test frame goes through ``glace_core.localizer.Localizer`` (the node's
-path, default options); frames the node would publish by inlier count (``min_inlier_count``, 100)
-are scored: the 6-DoF error vector e (``pose_error_vector``: position in the map frame, rotation
+away from the mapping path) and ``camera`` (another camera), each mapped with the cpu preset (with
+the scenes' rendered depth, its default; ``--preset cpu+use_depth=off`` for maps from RGB and poses
+alone, on which ``CovarianceCalibration`` was fitted). Every test frame goes through
+``glace_core.localizer.Localizer`` (the node's path, default options); frames the node would publish
+by inlier count (``min_inlier_count``, 100) are scored: the 6-DoF error vector e (``pose_error_vector``: position in the map frame, rotation
 about the map axes) against the published covariance C, d^2 = e^T C^-1 e.
 
 A calibrated 6-DoF covariance gives a median d^2 of about 5.35 (the chi^2(6) median; target 3-8) and

@@ -1,7 +1,7 @@
 """Ours against the feature-matching peer on scenes that look like real buildings, in one table.
 
     . scripts/env.sh && python bench/hard_scenes.py [--work /tmp/glace_bench] [--variants dense,sparse,...]
-        [--presets cpu,quality,cpu+use_depth=on] [--peers xfeat,sift] [--threads 2]
+        [--presets cpu,quality,cpu+use_depth=off] [--peers xfeat,sift] [--threads 2]
 
 Variants (``glace-make-scene`` flags, 250 mapping / 50 test frames at 480x640, one seed each; cached
 in ``--work`` with their maps, shared with bench/covariance.py):
@@ -15,10 +15,12 @@ in ``--work`` with their maps, shared with bench/covariance.py):
 - ``rooms``: three rooms joined by corridors, repeated furniture (``--rooms 3``)
 
 Ours: ``glace-train --preset P`` then ``glace_core.localizer.Localizer`` over the test split (the
-node's path; time per frame after a warm-up pass). The peer: bench/feature_peer.py with XFeat or SIFT
-keypoints, 3D points from the mapping depth. Printed per variant and method: within 5 cm/5 deg and
-10 cm/10 deg, median errors, time per frame and mapping time. torch uses ``--threads`` threads for
-every method. Absolute times are rough on shared machines; the load average is printed.
+node's path; time per frame after a warm-up pass). The cpu and quality presets train with the scenes'
+rendered depth (``use_depth auto``); ``cpu+use_depth=off`` is the map from RGB and poses alone, what
+a user without depth gets. The peer: bench/feature_peer.py with XFeat or SIFT keypoints, 3D points
+from the mapping depth. Printed per variant and method: within 5 cm/5 deg and 10 cm/10 deg, median
+errors, time per frame and mapping time. torch uses ``--threads`` threads for every method. Absolute
+times are rough on shared machines; the load average is printed.
 """
 from __future__ import annotations
 
