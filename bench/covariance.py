@@ -9,8 +9,9 @@ away from the mapping path) and ``camera`` (another camera), each mapped with th
 the scenes' rendered depth, its default; ``--preset cpu+use_depth=off`` for maps from RGB and poses
 alone, on which ``CovarianceCalibration`` was fitted). Every test frame goes through
 ``glace_core.localizer.Localizer`` (the node's path, default options); frames the node would publish
-by inlier count (``min_inlier_count``, 100) are scored: the 6-DoF error vector e (``pose_error_vector``: position in the map frame, rotation
-about the map axes) against the published covariance C, d^2 = e^T C^-1 e.
+by inlier count (``min_inlier_count``, 100) are scored: the 6-DoF error vector e (``pose_error_vector``:
+position in the map frame, rotation about the map axes) against the published covariance C,
+d^2 = e^T C^-1 e.
 
 A calibrated 6-DoF covariance gives a median d^2 of about 5.35 (the chi^2(6) median; target 3-8) and
 >= 90 % of frames inside the chi^2(6) 95 % bound (12.59). Printed per scene, with the default
