@@ -3,11 +3,15 @@
 ``scene(work, name, seed, flags)`` runs ``glace-make-scene`` (250 train / 50 test frames at 480x640
 unless ``flags`` say otherwise) into ``work/name`` unless it is there; ``trained_map(scene_dir, preset,
 extra)`` runs ``glace-train`` into ``scene_dir/map_<preset>.pt`` unless it is there and records the
-mapping wall time in ``map_<preset>.seconds`` beside it. Both print what they do. Used by
+mapping wall time in ``map_<preset>.seconds`` beside it. A cached map is reused only when the
+training options its sidecar records are the ones ``glace-train --preset preset extra`` resolves to
+today (``stale_reason``): a preset whose defaults changed since (the cpu preset's ``use_depth``, for
+one) retrains instead of silently measuring the old map. Both print what they do. Used by
 bench/covariance.py and bench/hard_scenes.py, so the two share maps.
 """
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -27,17 +31,60 @@ def scene(work: Path, name: str, seed: int, flags: list[str] | None = None) -> P
     return root
 
 
+def expected_config(scene_dir: Path, map_path: Path, preset: str, extra: list[str] | None = None) -> dict:
+    """The training record ``glace-train scene_dir map_path --preset preset extra`` would write today:
+    its TrainConfig as the sidecar stores it, and ``depth_supervision`` (what ``use_depth`` resolves
+    to on this scene)."""
+    from glace_core.cli.train import config_from_args
+    from glace_core.dataset import SceneSplit
+    from glace_core.training.trainer import depth_supervision
+
+    _, config = config_from_args([str(scene_dir), str(map_path), "--preset", preset, *(extra or [])])
+    return {"config": json.loads(json.dumps(config.to_dict())),
+            "depth_supervision": depth_supervision(config, SceneSplit(scene_dir, "train"))}
+
+
+def stale_reason(map_path: Path, expected: dict) -> str | None:
+    """Why the map at ``map_path`` is not what ``expected`` (``expected_config``) trains, or None.
+
+    ``use_depth`` is compared by what it resolved to (``depth_supervision``: "auto" on a scene with
+    depth trains as "on" does). An option the sidecar lacks was added to glace-train after the map
+    was made; it counts as the TrainConfig default, the behaviour of glace-train before it existed."""
+    from glace_core.training.config import TrainConfig
+
+    sidecar = Path(f"{map_path}.json")
+    try:
+        training = json.loads(sidecar.read_text())["training"]
+        recorded = {**json.loads(json.dumps(TrainConfig().to_dict())), **training["config"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"{sidecar.name} records no training options ({type(exc).__name__}: {exc})"
+    wanted = expected["config"]
+    differ = [f"{k}={recorded.get(k)!r} (now {wanted[k]!r})" for k in sorted(wanted)
+              if k not in ("use_depth", "preset") and recorded.get(k) != wanted[k]]
+    had_depth = bool(training.get("depth_supervision", False))
+    if had_depth != expected["depth_supervision"]:
+        differ.append(f"depth supervision {'on' if had_depth else 'off'} (now "
+                      f"{'on' if expected['depth_supervision'] else 'off'})")
+    return "trained with " + ", ".join(differ) if differ else None
+
+
 def trained_map(scene_dir: Path, preset: str = "cpu", extra: list[str] | None = None, label: str | None = None
                 ) -> tuple[Path, float]:
-    """(map path, mapping wall seconds) of ``glace-train scene --preset preset extra`` (cached)."""
+    """(map path, mapping wall seconds) of ``glace-train scene --preset preset extra`` (cached; a
+    cached map trained with other options than these resolve to today is trained again)."""
     label = label or preset
     path = Path(scene_dir) / f"map_{label}.pt"
     seconds = path.with_suffix(".seconds")
-    if not path.is_file() or not seconds.is_file():
-        cmd = [sys.executable, "-m", "glace_ros.train_from_bag", str(scene_dir), str(path), "--preset", preset,
-               "--no-progress", *(extra or [])]
-        print(f"[bench] glace-train {scene_dir.name} ({label})", flush=True)
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        seconds.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    reason = None
+    if path.is_file() and seconds.is_file():
+        reason = stale_reason(path, expected_config(scene_dir, path, preset, extra))
+        if reason is None:
+            return path, float(seconds.read_text())
+        print(f"[bench] {path} is stale, training it again: {reason}", flush=True)
+    cmd = [sys.executable, "-m", "glace_ros.train_from_bag", str(scene_dir), str(path), "--preset", preset,
+           "--no-progress", *(extra or [])]
+    print(f"[bench] glace-train {scene_dir.name} ({label})", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    seconds.write_text(f"{time.perf_counter() - t0:.1f}\n")
     return path, float(seconds.read_text())

@@ -104,14 +104,17 @@ def write_loop_scene(root: Path, seed: int = SEED, n_train: int = N_TRAIN, n_tes
     return root
 
 
+#: glace-train options of the tiny map after ``--preset cpu``: its encoder, size and few iterations.
+TRAIN_OPTIONS = ["--encoder_path", ENCODER, "--device", "cpu", "--image_resolution", str(RESOLUTION),
+                 "--max_iterations", str(TRAIN_ITERATIONS), "--training_buffer_size", str(N_TRAIN * 1024 * 2),
+                 "--batch_size", "2048", "--head_channels", "128"]
+
+
 def _train_map(scene: Path, map_path: Path) -> None:
     """A tiny map with glace-train's CPU preset and few iterations."""
     from glace_core.cli.train import main as train_main
 
-    code = train_main([str(scene), str(map_path), "--preset", "cpu", "--encoder_path", ENCODER, "--device", "cpu",
-                       "--image_resolution", str(RESOLUTION), "--max_iterations", str(TRAIN_ITERATIONS),
-                       "--training_buffer_size", str(N_TRAIN * 1024 * 2), "--batch_size", "2048",
-                       "--head_channels", "128"])
+    code = train_main([str(scene), str(map_path), "--preset", "cpu", *TRAIN_OPTIONS])
     if code not in (0, None) or not map_path.is_file():
         raise RuntimeError(f"glace-train failed (exit {code}) for the tiny scene {scene}")
 
