@@ -1,7 +1,7 @@
 """Real time on this machine: the live node's latency, the offline stage times, mapping time and accuracy.
 
     . scripts/env.sh && python bench/realtime.py [--scene demo_out/scene --map demo_out/map.pt]
-        [--frames 1000] [--precisions fp32,auto] [--mapping]
+        [--frames 1000] [--precisions fp32,auto] [--mapping [cpu,fast]] [--frames 0 --precisions fp32]
 
 One run, every configuration measured in it (``--precisions``, the first is the reference the ratios
 and pose changes are against). A configuration is a precision, optionally with ``@RATIO`` for the
@@ -19,7 +19,10 @@ and pose changes are against). A configuration is a precision, optionally with `
    the node's /diagnostics, its mean time from receiving an image to publishing the pose and the
    localizer's share of it, which splits the end-to-end mean into localize, the node's own work
    around it, and what happens outside the node (transport and the executors of both processes).
-3. ``--mapping``: the wall time of ``glace-train --preset cpu`` on the scene (minutes).
+3. ``--mapping PRESETS`` (``--mapping`` alone: cpu,fast): for each preset, the wall time of
+   ``glace-train --preset P`` on the scene (its train split, in a fresh process) and the accuracy of
+   that map on the test split (``Localizer``, fp32), with the time against the first preset's.
+   ``--frames 0`` skips the node part (the offline part of ``--map`` still runs).
 
 The machine's load average is printed before and after: absolute times on shared machines are noisy,
 the ratios against the first configuration in the same run less so.
@@ -179,14 +182,30 @@ def through_node(scene: Path, map_path: Path, config: str, n_frames: int) -> dic
             **{f"inside_{k}": float(np.mean(v)) if v else float("nan") for k, v in inside.items()}}
 
 
-def mapping_seconds(scene: Path) -> float:
+def mapping_seconds(scene: Path, preset: str, out: Path) -> float:
+    """Wall seconds of ``glace-train scene out --preset preset`` in its own process."""
     import subprocess
 
-    out = Path(tempfile.mkdtemp(prefix="glace-realtime-map-")) / "map.pt"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "glace_ros.train_from_bag", str(scene), str(out), "--preset", "cpu",
+    subprocess.run([sys.executable, "-m", "glace_ros.train_from_bag", str(scene), str(out), "--preset", preset,
                     "--no-progress"], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - t0
+
+
+def mapping_table(scene: Path, presets: list[str]) -> None:
+    """Map ``scene`` with each preset, one after the other, and print time and accuracy."""
+    work = Path(tempfile.mkdtemp(prefix="glace-realtime-map-"))
+    rows = []
+    for preset in presets:
+        seconds = mapping_seconds(scene, preset, work / f"map_{preset}.pt")
+        acc = offline(scene, work / f"map_{preset}.pt", "fp32")
+        rows.append((preset, seconds, acc))
+        print(f"[mapping {preset}] {seconds:.0f} s, load average {_load()}", flush=True)
+    print(f"\n## mapping ({scene}, glace-train --preset P, wall time of the process) and the map's accuracy")
+    print("| preset | mapping | against " + presets[0] + " | 5 cm/5 deg | 10 cm/10 deg | median |\n|---|---|---|---|---|---|")
+    for preset, seconds, acc in rows:
+        print(f"| {preset} | {seconds:.0f} s | {seconds / rows[0][1]:.2f} | {acc['accuracy']['pct_5cm_5deg']:.0f} % | "
+              f"{acc['accuracy']['pct_10cm_10deg']:.0f} % | {acc['median_t_cm']:.2f} cm / {acc['median_r_deg']:.2f} deg |")
 
 
 def main(argv=None) -> int:
@@ -197,7 +216,8 @@ def main(argv=None) -> int:
     p.add_argument("--precisions", default="fp32,auto",
                    help="configurations, the reference first: PRECISION or PRECISION@EARLY_ACCEPT_RATIO (fp32@0: "
                         "every candidate head on every frame)")
-    p.add_argument("--mapping", action="store_true", help="also time glace-train --preset cpu on the scene")
+    p.add_argument("--mapping", nargs="?", const="cpu,fast", default="",
+                   help="also map the scene with these presets (comma-separated; alone: cpu,fast): time and accuracy")
     args = p.parse_args(argv)
     from glace_core.cpu_features import cpu_features
 
@@ -206,7 +226,8 @@ def main(argv=None) -> int:
     results = {}
     for precision in precisions:
         results[precision] = {"offline": offline(args.scene, args.map, precision)}
-        results[precision]["node"] = through_node(args.scene, args.map, precision, args.frames)
+        if args.frames > 0:
+            results[precision]["node"] = through_node(args.scene, args.map, precision, args.frames)
         print(f"[{precision}] done, load average {_load()}", flush=True)
     base = precisions[0]
     print("\n## offline stage times (median ms per frame)")
@@ -218,22 +239,23 @@ def main(argv=None) -> int:
     print("| configuration | " + " | ".join(keys) + " |\n|---|" + "---|" * len(keys))
     for prec, r in results.items():
         print(f"| {prec} | " + " | ".join(f"{r['offline']['p90'].get(k, float('nan')):.1f}" for k in keys) + " |")
-    print("\n## through the live node (lockstep, ms)")
-    print("| configuration | frames | p50 | p90 | p99 | max | stalls > 100 ms | poses/s (1/mean) | "
-          "overhead p50 - offline | p50 / first |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for prec, r in results.items():
-        n, off = r["node"], r["offline"]["stages"]["total"]
-        print(f"| {prec} | {n['frames']} | {n['p50']:.1f} | {n['p90']:.1f} | {n['p99']:.1f} | {n['max']:.1f} | "
-              f"{n['stalls']} | {1000 / n['mean']:.1f} | {n['p50'] - off:.1f} | "
-              f"{n['p50'] / results[base]['node']['p50']:.2f} |")
-    print("\n## where the node's time goes (mean ms per frame; inside the node: its /diagnostics)")
-    print("| configuration | end to end | image received -> pose published | localize | in the node, "
-          "around localize | outside the node (transport, executors) |\n|---|---|---|---|---|---|")
-    for prec, r in results.items():
-        n = r["node"]
-        print(f"| {prec} | {n['mean']:.1f} | {n['inside_latency_ms']:.1f} | {n['inside_processing_ms']:.1f} | "
-              f"{n['inside_latency_ms'] - n['inside_processing_ms']:.1f} | {n['mean'] - n['inside_latency_ms']:.1f} |")
+    if args.frames > 0:
+        print("\n## through the live node (lockstep, ms)")
+        print("| configuration | frames | p50 | p90 | p99 | max | stalls > 100 ms | poses/s (1/mean) | "
+              "overhead p50 - offline | p50 / first |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for prec, r in results.items():
+            n, off = r["node"], r["offline"]["stages"]["total"]
+            print(f"| {prec} | {n['frames']} | {n['p50']:.1f} | {n['p90']:.1f} | {n['p99']:.1f} | {n['max']:.1f} | "
+                  f"{n['stalls']} | {1000 / n['mean']:.1f} | {n['p50'] - off:.1f} | "
+                  f"{n['p50'] / results[base]['node']['p50']:.2f} |")
+        print("\n## where the node's time goes (mean ms per frame; inside the node: its /diagnostics)")
+        print("| configuration | end to end | image received -> pose published | localize | in the node, "
+              "around localize | outside the node (transport, executors) |\n|---|---|---|---|---|---|")
+        for prec, r in results.items():
+            n = r["node"]
+            print(f"| {prec} | {n['mean']:.1f} | {n['inside_latency_ms']:.1f} | {n['inside_processing_ms']:.1f} | "
+                  f"{n['inside_latency_ms'] - n['inside_processing_ms']:.1f} | {n['mean'] - n['inside_latency_ms']:.1f} |")
     print("\n## accuracy (test split)")
     print("| configuration | 5 cm/5 deg | 10 cm/10 deg | median | heads run per frame | median pose change vs " + base +
           " |\n|---|---|---|---|---|---|")
@@ -247,7 +269,7 @@ def main(argv=None) -> int:
         print(f"| {prec} | {acc['accuracy']['pct_5cm_5deg']:.0f} % | {acc['accuracy']['pct_10cm_10deg']:.0f} % | "
               f"{acc['median_t_cm']:.1f} cm / {acc['median_r_deg']:.2f} deg | {acc['heads']:.2f} | {change} |")
     if args.mapping:
-        print(f"\nmapping (glace-train --preset cpu, {args.scene}): {mapping_seconds(args.scene):.0f} s")
+        mapping_table(args.scene, [s.strip() for s in args.mapping.split(",") if s.strip()])
     print(f"\nload average after: {_load()}")
     return 0
 

@@ -113,7 +113,7 @@ def test_the_cpu_presets_use_depth_where_the_split_has_it_and_the_paper_never():
     without = random_dataset(n=2)
     with_depth = MemoryDataset(without.images, without.poses, without.K,
                                depths=np.ones(without.images.shape[:3], np.float32))
-    for preset in ("cpu", "quality"):
+    for preset in ("cpu", "quality", "fast"):
         config = TrainConfig.from_preset(preset)
         assert config.use_depth == "auto"
         assert depth_supervision(config, with_depth) and not depth_supervision(config, without)

@@ -268,7 +268,7 @@ def test_presets_and_explicit_flags():
                                  "--cluster_idx", "1"])
     assert (mixed.head_channels, mixed.global_feat, mixed.use_aug) == (768, True, False)
     assert (mixed.num_clusters, mixed.cluster_idx, mixed.batch_size) == (3, 1, PRESETS["cpu"]["batch_size"])
-    with pytest.raises(ValueError, match=r"valid presets: \['cpu', 'paper', 'quality'\]"):
+    with pytest.raises(ValueError, match=r"valid presets: \['cpu', 'fast', 'paper', 'quality'\]"):
         TrainConfig.from_preset("gpu")
 
 
