@@ -31,6 +31,11 @@ def scene(work: Path, name: str, seed: int, flags: list[str] | None = None) -> P
     return root
 
 
+def _as_recorded(config) -> dict:
+    """A TrainConfig as a map's sidecar records it (JSON types: tuples become lists)."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
 def expected_config(scene_dir: Path, map_path: Path, preset: str, extra: list[str] | None = None) -> dict:
     """The training record ``glace-train scene_dir map_path --preset preset extra`` would write today:
     its TrainConfig as the sidecar stores it, and ``depth_supervision`` (what ``use_depth`` resolves
@@ -40,7 +45,7 @@ def expected_config(scene_dir: Path, map_path: Path, preset: str, extra: list[st
     from glace_core.training.trainer import depth_supervision
 
     _, config = config_from_args([str(scene_dir), str(map_path), "--preset", preset, *(extra or [])])
-    return {"config": json.loads(json.dumps(config.to_dict())),
+    return {"config": _as_recorded(config),
             "depth_supervision": depth_supervision(config, SceneSplit(scene_dir, "train"))}
 
 
@@ -55,7 +60,7 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
     sidecar = Path(f"{map_path}.json")
     try:
         training = json.loads(sidecar.read_text())["training"]
-        recorded = {**json.loads(json.dumps(TrainConfig().to_dict())), **training["config"]}
+        recorded = {**_as_recorded(TrainConfig()), **training["config"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"{sidecar.name} records no training options ({type(exc).__name__}: {exc})"
     wanted = expected["config"]
@@ -68,6 +73,15 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
     return "trained with " + ", ".join(differ) if differ else None
 
 
+def glace_train(scene_dir: Path, map_path: Path, preset: str, extra: list[str] | None = None) -> float:
+    """Wall seconds of ``glace-train scene_dir map_path --preset preset extra`` in its own process."""
+    cmd = [sys.executable, "-m", "glace_ros.train_from_bag", str(scene_dir), str(map_path), "--preset", preset,
+           "--no-progress", *(extra or [])]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def trained_map(scene_dir: Path, preset: str = "cpu", extra: list[str] | None = None, label: str | None = None
                 ) -> tuple[Path, float]:
     """(map path, mapping wall seconds) of ``glace-train scene --preset preset extra`` (cached; a
@@ -75,16 +89,11 @@ def trained_map(scene_dir: Path, preset: str = "cpu", extra: list[str] | None = 
     label = label or preset
     path = Path(scene_dir) / f"map_{label}.pt"
     seconds = path.with_suffix(".seconds")
-    reason = None
     if path.is_file() and seconds.is_file():
         reason = stale_reason(path, expected_config(scene_dir, path, preset, extra))
         if reason is None:
             return path, float(seconds.read_text())
         print(f"[bench] {path} is stale, training it again: {reason}", flush=True)
-    cmd = [sys.executable, "-m", "glace_ros.train_from_bag", str(scene_dir), str(path), "--preset", preset,
-           "--no-progress", *(extra or [])]
     print(f"[bench] glace-train {scene_dir.name} ({label})", flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    seconds.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    seconds.write_text(f"{glace_train(scene_dir, path, preset, extra):.1f}\n")
     return path, float(seconds.read_text())

@@ -182,22 +182,15 @@ def through_node(scene: Path, map_path: Path, config: str, n_frames: int) -> dic
             **{f"inside_{k}": float(np.mean(v)) if v else float("nan") for k, v in inside.items()}}
 
 
-def mapping_seconds(scene: Path, preset: str, out: Path) -> float:
-    """Wall seconds of ``glace-train scene out --preset preset`` in its own process."""
-    import subprocess
-
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "glace_ros.train_from_bag", str(scene), str(out), "--preset", preset,
-                    "--no-progress"], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - t0
-
-
 def mapping_table(scene: Path, presets: list[str]) -> None:
-    """Map ``scene`` with each preset, one after the other, and print time and accuracy."""
+    """Map ``scene`` with each preset, one after the other (each in a fresh process, never a cached
+    map), and print time and accuracy."""
+    from bench_scenes import glace_train
+
     work = Path(tempfile.mkdtemp(prefix="glace-realtime-map-"))
     rows = []
     for preset in presets:
-        seconds = mapping_seconds(scene, preset, work / f"map_{preset}.pt")
+        seconds = glace_train(scene, work / f"map_{preset}.pt", preset)
         acc = offline(scene, work / f"map_{preset}.pt", "fp32")
         rows.append((preset, seconds, acc))
         print(f"[mapping {preset}] {seconds:.0f} s, load average {_load()}", flush=True)
