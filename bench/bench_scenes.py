@@ -73,6 +73,20 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
     return "trained with " + ", ".join(differ) if differ else None
 
 
+def training_spec(spec: str) -> tuple[str, list[str], str]:
+    """``preset[+option=value...]`` (e.g. ``cpu+use_depth=on``) -> (preset, extra glace-train flags,
+    map label)."""
+    preset, *options = spec.split("+")
+    extra, label = [], preset
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name or not value:
+            raise SystemExit(f"{option!r} is not option=value (in {spec!r})")
+        extra += [f"--{name}", value]
+        label += f"_{name}-{value}"
+    return preset, extra, label
+
+
 def glace_train(scene_dir: Path, map_path: Path, preset: str, extra: list[str] | None = None) -> float:
     """Wall seconds of ``glace-train scene_dir map_path --preset preset extra`` in its own process."""
     cmd = [sys.executable, "-m", "glace_ros.train_from_bag", str(scene_dir), str(map_path), "--preset", preset,

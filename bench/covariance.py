@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_scenes import scene, trained_map  # noqa: E402
-from hard_scenes import VARIANTS, training_spec  # noqa: E402
+from bench_scenes import scene, trained_map, training_spec  # noqa: E402
+from hard_scenes import VARIANTS  # noqa: E402
 
 from glace_core.dataset import SceneSplit  # noqa: E402
 from glace_core.localizer import Localizer, reprojection_statistics  # noqa: E402

@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_scenes import scene, trained_map  # noqa: E402
+from bench_scenes import scene, trained_map, training_spec  # noqa: E402
 
 VARIANTS = {
     "dense": (110, []),
@@ -45,20 +45,6 @@ VARIANTS = {
     "blur": (115, ["--motion-blur", "8"]),
     "rooms": (116, ["--rooms", "3"]),
 }
-
-
-def training_spec(spec: str) -> tuple[str, list[str], str]:
-    """``preset[+option=value...]`` (e.g. ``cpu+use_depth=on``) -> (preset, extra glace-train flags,
-    map label)."""
-    preset, *options = spec.split("+")
-    extra, label = [], preset
-    for option in options:
-        name, sep, value = option.partition("=")
-        if not sep or not name or not value:
-            raise SystemExit(f"--presets: {option!r} is not option=value (in {spec!r})")
-        extra += [f"--{name}", value]
-        label += f"_{name}-{value}"
-    return preset, extra, label
 
 
 def ours(scene_dir: Path, spec: str) -> dict:

@@ -20,7 +20,7 @@ and pose changes are against). A configuration is a precision, optionally with `
    localizer's share of it, which splits the end-to-end mean into localize, the node's own work
    around it, and what happens outside the node (transport and the executors of both processes).
 3. ``--mapping PRESETS`` (``--mapping`` alone: cpu,fast): for each preset, the wall time of
-   ``glace-train --preset P`` on the scene (its train split, in a fresh process) and the accuracy of
+   ``glace-train --preset P`` (``P+option=value``: with ``--option value`` too) on the scene (its train split, in a fresh process) and the accuracy of
    that map on the test split (``Localizer``, fp32), with the time against the first preset's.
    ``--frames 0`` skips the node part (the offline part of ``--map`` still runs).
 
@@ -185,15 +185,16 @@ def through_node(scene: Path, map_path: Path, config: str, n_frames: int) -> dic
 def mapping_table(scene: Path, presets: list[str]) -> None:
     """Map ``scene`` with each preset, one after the other (each in a fresh process, never a cached
     map), and print time and accuracy."""
-    from bench_scenes import glace_train
+    from bench_scenes import glace_train, training_spec
 
     work = Path(tempfile.mkdtemp(prefix="glace-realtime-map-"))
     rows = []
-    for preset in presets:
-        seconds = glace_train(scene, work / f"map_{preset}.pt", preset)
-        acc = offline(scene, work / f"map_{preset}.pt", "fp32")
-        rows.append((preset, seconds, acc))
-        print(f"[mapping {preset}] {seconds:.0f} s, load average {_load()}", flush=True)
+    for spec in presets:
+        preset, extra, label = training_spec(spec)
+        seconds = glace_train(scene, work / f"map_{label}.pt", preset, extra)
+        acc = offline(scene, work / f"map_{label}.pt", "fp32")
+        rows.append((spec, seconds, acc))
+        print(f"[mapping {spec}] {seconds:.0f} s, load average {_load()}", flush=True)
     print(f"\n## mapping ({scene}, glace-train --preset P, wall time of the process) and the map's accuracy")
     print("| preset | mapping | against " + presets[0] + " | 5 cm/5 deg | 10 cm/10 deg | median |\n|---|---|---|---|---|---|")
     for preset, seconds, acc in rows:
@@ -210,7 +211,9 @@ def main(argv=None) -> int:
                    help="configurations, the reference first: PRECISION or PRECISION@EARLY_ACCEPT_RATIO (fp32@0: "
                         "every candidate head on every frame)")
     p.add_argument("--mapping", nargs="?", const="cpu,fast", default="",
-                   help="also map the scene with these presets (comma-separated; alone: cpu,fast): time and accuracy")
+                   help="also map the scene with these presets (comma-separated; alone: cpu,fast), each "
+                        "PRESET[+option=value...] (cpu+precision=fp32: glace-train --preset cpu --precision fp32): "
+                        "time and accuracy")
     args = p.parse_args(argv)
     from glace_core.cpu_features import cpu_features
 
