@@ -25,12 +25,15 @@ computes (within float32 round-off, <= 1e-4 relative) with these changes, each m
   CPUs with AVX512_BF16 or AMX): :func:`to_bfloat16` makes every convolution and linear layer compute
   in bfloat16 (weights converted once, the input cast by a forward pre-hook that the trace records;
   batch norm after a convolution is folded into it in float32 first) except the heads' output layers
-  (:data:`FP32_LAYERS`: ``fc3``, ``fcc``), which cast their input back to float32; buffers (the mean,
+  (:data:`FP32_LAYERS`: ``fc3``, ``fcc``) and the layers a module lists in ``bf16_fp32_layers`` (the
+  XFeat encoder: its first blocks and output layer), which cast their input back to float32; buffers (the mean,
   the decoder centres) and normalisation layers stay float32. Measured in issue 17 on an AVX512_BF16
   CPU (ACE encoder + paper head): the median cell moves 0.41 cm with every layer in bf16, 0.13 cm
   with fc3 in fp32. On the tiny XFeat test map (emulated bf16 on AVX2) the cells move ~0.5 % of their
   depth, mostly from the encoder (median 3.0 cm with only the encoder in bf16, 0.6 cm with only the
-  heads). Autocast cannot keep fc3 in fp32 inside a traced graph (a region with autocast disabled is
+  heads). On the demo map on a Zen 5 CPU (AVX512_BF16), the median pose moves 0.38 cm / 0.11 deg
+  from fp32 with the whole XFeat encoder in bf16, 0.19 cm / 0.07 deg with its first blocks and output
+  layer in fp32 (encoder about 1 ms slower). Autocast cannot keep fc3 in fp32 inside a traced graph (a region with autocast disabled is
   ignored by ``torch.jit.trace``), hence the casts by hand. Not within 1e-4 of fp32: the poses are
   checked against fp32 instead (test/test_precision.py).
 
@@ -61,11 +64,13 @@ from torch import nn
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["FP32_LAYERS", "FastInferenceConfig", "FoldedHead", "FastModule", "FastRegressor", "freeze_for_inference",
+__all__ = ["FP32_LAYERS", "BF16_FP32_ATTRIBUTE", "FastInferenceConfig", "FoldedHead", "FastModule", "FastRegressor", "freeze_for_inference",
            "to_bfloat16"]
 
 #: Layers (attribute names) kept in float32 under bf16: the heads' output projections.
 FP32_LAYERS = ("fc3", "fcc")
+#: A module attribute: names (prefixes, relative to that module) of its layers kept in float32 under bf16.
+BF16_FP32_ATTRIBUTE = "bf16_fp32_layers"
 #: What ``FastInferenceConfig.precision`` accepts (``glace_core.cpu_features.resolve_precision`` gives it).
 GRAPH_PRECISIONS = ("fp32", "bf16")
 #: ``FastInferenceConfig.optimize``: oneDNN's optimize_for_inference always, never, or whichever is faster
@@ -257,12 +262,18 @@ def to_bfloat16(module: nn.Module, keep_float: tuple[str, ...] = FP32_LAYERS) ->
     attribute name is in ``keep_float`` (float32 weights, input cast to float32). Batch norm after a
     convolution is folded into it first (in float32); buffers and other layers keep their dtype, so
     mixed arithmetic promotes to float32 (e.g. a float32 bias added to a bf16 activation) until the
-    next layer casts back. The casts are forward pre-hooks, which ``torch.jit.trace`` records."""
+    next layer casts back. The casts are forward pre-hooks, which ``torch.jit.trace`` records.
+
+    A submodule may name more layers to keep in float32 in its attribute :data:`BF16_FP32_ATTRIBUTE`
+    (qualified-name prefixes relative to it; e.g. the XFeat encoder's first blocks and output layer)."""
     _fold_batch_norms(module)
+    kept = tuple(f"{owner}.{prefix}" if owner else prefix for owner, sub in module.named_modules()
+                 for prefix in getattr(sub, BF16_FP32_ATTRIBUTE, ()))
     for name, layer in module.named_modules():
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
-        dtype = torch.float32 if name.rsplit(".", 1)[-1] in keep_float else torch.bfloat16
+        fp32 = name.rsplit(".", 1)[-1] in keep_float or any(name == k or name.startswith(k + ".") for k in kept)
+        dtype = torch.float32 if fp32 else torch.bfloat16
         layer.to(dtype)
         layer.register_forward_pre_hook(_cast_input(dtype))
     return module

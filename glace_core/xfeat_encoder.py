@@ -84,6 +84,11 @@ class XFeatEncoder(nn.Module):
     name = "xfeat"
     out_channels = XFEAT_CHANNELS
     stride = XFEAT_STRIDE
+    #: Kept in float32 when the fast path runs bf16 (``glace_core.fast_inference.to_bfloat16``): the
+    #: first blocks (1-24 channels: bf16 saves nothing there, and the image itself would be rounded)
+    #: and the output projection. On the demo map this halves the pose change against fp32 (0.38 ->
+    #: 0.19 cm median) for about 1 ms (BENCHMARKS.md, issue 17).
+    bf16_fp32_layers = ("net.skip1", "net.block1", "net.block2", "net.block_fusion.2")
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor] | None = None, normalize: bool = True,
                  weights_path: str | Path | None = None):

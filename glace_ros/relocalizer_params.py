@@ -86,8 +86,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "where the networks run: 'auto' (CUDA when available), 'cpu' or 'cuda'",
               choices=("auto", "cpu", "cuda"), read_only=True),
     ParamSpec("precision", "auto", "CPU inference precision: 'auto' (bf16 where the CPU has AVX512_BF16 or AMX, "
-              "else fp32), 'fp32', or 'bf16' (encoder and heads in bf16, the heads' last layer in fp32; on a CPU "
-              "without bf16 fp32 runs, with a warning); CUDA runs fp16 autocast", choices=PRECISIONS,
+              "else fp32), 'fp32', or 'bf16' (encoder and heads in bf16, the heads' last layer and XFeat's first "
+              "blocks and last layer in fp32; on a CPU without bf16 fp32 runs, with a warning); CUDA runs fp16 "
+              "autocast", choices=PRECISIONS,
               read_only=True),
     # inputs
     ParamSpec("image_topic", "/camera/image_raw", "sensor_msgs/Image topic; with use_compressed the "
