@@ -170,7 +170,7 @@ def test_forced_bf16_still_trains(tmp_path, monkeypatch):
     from glace_core.map_files import read_map_metadata
 
     monkeypatch.setenv("GLACE_CPU_FEATURES", "avx512_bf16")
-    _, _, result = _fit_two_rooms(tmp_path, max_iterations=60)
+    _, _, result = _fit_two_rooms(tmp_path, max_iterations=60, precision="auto")
     assert read_map_metadata(tmp_path / "m.pt")["training"]["precision"] == "bf16"
     for fit in result.head_fits:
         assert fit.loss < 0.7 * fit.first_loss

@@ -68,8 +68,9 @@ HELP = {
     "render_map_depth_filter": "accepted for compatibility (rendering is not supported)",
     "render_camera_z_offset": "accepted for compatibility (rendering is not supported)",
     "device": "auto (CUDA if available), cpu, cuda, cuda:N or mps",
-    "precision": "CPU head training precision: auto (bf16 autocast, output layer fp32, where the CPU has "
-                 "AVX512_BF16 or AMX; else fp32), fp32, or bf16 (refused with a warning without them); CUDA: use_half",
+    "precision": "CPU head training precision: fp32 (the default), auto (bf16 autocast, output layer fp32, where "
+                 "the CPU has AVX512_BF16 or AMX; else fp32: about 0.6x the training time there, a few points less "
+                 "accurate), or bf16 (refused with a warning without them); CUDA: use_half",
     "seed": "random seed (each distributed rank uses seed + rank)",
     "preset": "option set layered over the paper defaults: "
               + "; ".join(f"{name}: {', '.join(f'{k}={v}' for k, v in values.items()) or 'the reference defaults'}"

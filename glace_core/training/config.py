@@ -119,7 +119,10 @@ class TrainConfig:
     render_camera_z_offset: int = 4
     # ours
     device: str = "auto"  # a glace_core.devices spec: "auto" (CUDA if available), "cpu", "cuda[:N]", "mps"
-    precision: str = "auto"  # CPU head training: auto (bf16 where the CPU has AVX512_BF16/AMX) | fp32 | bf16
+    # CPU head training: fp32 | auto (bf16 where the CPU has AVX512_BF16/AMX) | bf16. fp32 by default: on a
+    # Zen 5 CPU bf16 took 0.52-0.70x the training time but gave 4-10 points less within 5 cm/5 deg on
+    # the demo scene and two held-out rooms (BENCHMARKS.md "bf16 where the CPU has it", issue 17)
+    precision: str = "fp32"
     seed: int = 42  # each distributed rank uses seed + rank
     preset: str = "paper"  # the preset these values were built from (PRESETS)
 

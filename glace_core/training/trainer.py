@@ -23,9 +23,10 @@ seeding, as one head after the other would). The trained weights go back into Gl
 and an ensemble (``--num_clusters`` without ``--cluster_idx``, glace_core/training/ensemble.py) is
 written with the frames' routing descriptors as one ensemble map.
 
-Precision: fp16 autocast with GradScaler on CUDA (``use_half``); on CPU ``precision`` (auto |
-fp32 | bf16, ``glace_core.cpu_features.resolve_precision``) runs the heads under bf16 autocast
-(output layer fp32, fp32 master weights) where the CPU has AVX512_BF16 or AMX, else fp32.
+Precision: fp16 autocast with GradScaler on CUDA (``use_half``); on CPU ``precision`` (fp32, the
+default | auto | bf16, ``glace_core.cpu_features.resolve_precision``): auto and bf16 run the heads
+under bf16 autocast (output layer fp32, fp32 master weights) where the CPU has AVX512_BF16 or AMX,
+else fp32. bf16 is faster there but less accurate (``TrainConfig.precision``).
 
 Distributed: under ``torchrun`` (WORLD_SIZE > 1) the process group is initialised
 (``glace_core.devices.distributed_context``: gloo on CPU, nccl on CUDA), the stacked heads are
