@@ -156,9 +156,11 @@ def test_eval_refuses_a_map_of_another_encoder(scene, trained_map, capsys):
 
 
 def test_fast_and_plain_inference_give_the_same_poses(scene, trained_map, capsys):
-    """glace-eval's CPU fast path (default) and --plain_inference: same poses for the same seed."""
+    """glace-eval's CPU fast path (default) and --plain_inference: same poses for the same seed. Both in
+    fp32 (``--precision fp32``: on a CPU with bf16 the default ``auto`` runs the fast path in bf16,
+    compared with fp32 in test_precision.py)."""
     results = {}
-    for label, extra in (("fast", ()), ("plain", ("--plain_inference",))):
+    for label, extra in (("fast", ("--precision", "fp32")), ("plain", ("--plain_inference",))):
         poses, _, out = _eval(scene, trained_map, "test", capsys, *extra)
         assert "encoder" in out and "RANSAC" in out
         results[label] = [_parse(line) for line in poses.read_text().splitlines()]

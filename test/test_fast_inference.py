@@ -186,11 +186,13 @@ def test_bad_inputs_raise():
 
 
 def test_localizer_fast_and_plain_scene_coordinates_agree():
-    from glace_core.localizer import Localizer
+    """The fast path in fp32 against the plain modules (the default precision ``auto`` would run bf16
+    on a CPU that has it: test_precision.py compares that)."""
+    from glace_core.localizer import Localizer, LocalizerOptions
 
     encoder = _tiny_encoder()
     head = _randomise(GlaceHead(64, 0, 48), 17)
-    fast = Localizer(encoder, head, "cpu", None)
+    fast = Localizer(encoder, head, "cpu", None, options=LocalizerOptions(precision="fp32"))
     plain = Localizer(encoder, head, "cpu", None, fast_inference=False)
     assert fast.fast_inference and not plain.fast_inference
     image = torch.randn(1, 1, 48, 56)
@@ -210,7 +212,7 @@ def test_same_poses_on_the_tiny_scene(tiny_scene):
 
     from glace_core.localizer import Localizer, LocalizerOptions, RansacOptions
 
-    opts = LocalizerOptions(image_resolution=tiny_scene.resolution, ransac=RansacOptions(seed=3))
+    opts = LocalizerOptions(image_resolution=tiny_scene.resolution, ransac=RansacOptions(seed=3), precision="fp32")
     fast = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu", options=opts)
     plain = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu", fast_inference=False, options=opts)
     results = []
