@@ -20,8 +20,9 @@ and pose changes are against). A configuration is a precision, optionally with `
    localizer's share of it, which splits the end-to-end mean into localize, the node's own work
    around it, and what happens outside the node (transport and the executors of both processes).
 3. ``--mapping PRESETS`` (``--mapping`` alone: cpu,fast): for each preset, the wall time of
-   ``glace-train --preset P`` (``P+option=value``: with ``--option value`` too) on the scene (its train split, in a fresh process) and the accuracy of
-   that map on the test split (``Localizer``, fp32), with the time against the first preset's.
+   ``glace-train --preset P`` (``P+option=value``: with ``--option value`` too) on the scene (its
+   train split, in a fresh process) and the accuracy of that map on the test split (``Localizer``,
+   fp32), with the time against the first preset's.
    ``--frames 0`` skips the node part (the offline part of ``--map`` still runs).
 
 The machine's load average is printed before and after: absolute times on shared machines are noisy,

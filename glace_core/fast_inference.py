@@ -26,16 +26,16 @@ computes (within float32 round-off, <= 1e-4 relative) with these changes, each m
   in bfloat16 (weights converted once, the input cast by a forward pre-hook that the trace records;
   batch norm after a convolution is folded into it in float32 first) except the heads' output layers
   (:data:`FP32_LAYERS`: ``fc3``, ``fcc``) and the layers a module lists in ``bf16_fp32_layers`` (the
-  XFeat encoder: its first blocks and output layer), which cast their input back to float32; buffers (the mean,
-  the decoder centres) and normalisation layers stay float32. Measured in issue 17 on an AVX512_BF16
+  XFeat encoder: its first blocks and output layer), which cast their input back to float32; buffers
+  (the mean, the decoder centres) and normalisation layers stay float32. Measured in issue 17 on an AVX512_BF16
   CPU (ACE encoder + paper head): the median cell moves 0.41 cm with every layer in bf16, 0.13 cm
   with fc3 in fp32. On the tiny XFeat test map (emulated bf16 on AVX2) the cells move ~0.5 % of their
   depth, mostly from the encoder (median 3.0 cm with only the encoder in bf16, 0.6 cm with only the
   heads). On the demo map on a Zen 5 CPU (AVX512_BF16), the median pose moves 0.38 cm / 0.11 deg
   from fp32 with the whole XFeat encoder in bf16, 0.19 cm / 0.07 deg with its first blocks and output
-  layer in fp32 (encoder about 1 ms slower). Autocast cannot keep fc3 in fp32 inside a traced graph (a region with autocast disabled is
-  ignored by ``torch.jit.trace``), hence the casts by hand. Not within 1e-4 of fp32: the poses are
-  checked against fp32 instead (test/test_precision.py).
+  layer in fp32 (encoder about 1 ms slower). Autocast cannot keep fc3 in fp32 inside a traced graph
+  (a region with autocast disabled is ignored by ``torch.jit.trace``), hence the casts by hand. Not
+  within 1e-4 of fp32: the poses are checked against fp32 instead (test/test_precision.py).
 
 Kept out on purpose: the 1x1 head as ``torch.addmm`` on (HW, C) rows (MKL's sgemm reaches about
 half of oneDNN's convolution throughput on this AMD CPU: measured slower), ``torch.compile``
@@ -64,8 +64,8 @@ from torch import nn
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["FP32_LAYERS", "BF16_FP32_ATTRIBUTE", "FastInferenceConfig", "FoldedHead", "FastModule", "FastRegressor", "freeze_for_inference",
-           "to_bfloat16"]
+__all__ = ["FP32_LAYERS", "BF16_FP32_ATTRIBUTE", "FastInferenceConfig", "FoldedHead", "FastModule", "FastRegressor",
+           "freeze_for_inference", "to_bfloat16"]
 
 #: Layers (attribute names) kept in float32 under bf16: the heads' output projections.
 FP32_LAYERS = ("fc3", "fcc")
