@@ -170,6 +170,8 @@ def test_forced_bf16_still_trains(tmp_path, monkeypatch):
     from glace_core.map_files import read_map_metadata
 
     monkeypatch.setenv("GLACE_CPU_FEATURES", "avx512_bf16")
+    _fit_two_rooms(tmp_path / "default", max_iterations=5)  # the default trains fp32 even on a bf16 CPU
+    assert read_map_metadata(tmp_path / "default" / "m.pt")["training"]["precision"] == "fp32"
     _, _, result = _fit_two_rooms(tmp_path, max_iterations=60, precision="auto")
     assert read_map_metadata(tmp_path / "m.pt")["training"]["precision"] == "bf16"
     for fit in result.head_fits:
