@@ -2,7 +2,7 @@
 
 ``RelocalizerGraph`` starts the node in-process (its own namespace and topics) plus a tester node
 that publishes images, CameraInfo and TF and records what the relocalizer publishes, all spun by a
-MultiThreadedExecutor in a background thread. Use a context from :func:`make_context`, whose DDS
+SingleThreadedExecutor each in a background thread. Use a context from :func:`make_context`, whose DDS
 domain id is derived from the process id, so parallel test sessions do not hear each other.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
@@ -110,24 +110,30 @@ class RelocalizerGraph:
                               lambda m: self._store(self.initialposes, m), pose_qos(10))
         t.create_subscription(TFMessage, "/tf", self._on_tf, tf_qos())
         t.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, pose_qos(10))
-        self.executor = MultiThreadedExecutor(num_threads=3, context=context)
-        self.executor.add_node(self.node)
-        self.executor.add_node(t)
+        # Each node gets a SingleThreadedExecutor of its own, as `rclpy.spin` gives the node in production.
+        # Not one MultiThreadedExecutor for both: while a callback of a mutually exclusive group runs, its
+        # wait set stays ready and rclpy's MultiThreadedExecutor loops on it at 100 % of a core, holding
+        # the GIL; the node's map -> odom republisher thread then starved for up to a second (measured on
+        # a 2-core VM: 3-14 Hz instead of 20 in half the runs of test_defaults_fit_a_urdf_tree).
+        self.executors = [SingleThreadedExecutor(context=context), SingleThreadedExecutor(context=context)]
+        self.executors[0].add_node(self.node)
+        self.executors[1].add_node(t)
         self._spin_error: BaseException | None = None
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._spin, args=(e,), daemon=True) for e in self.executors]
+        for thread in self._threads:
+            thread.start()
 
     # ------------------------------------------------------------------ recording
 
-    def _spin(self):
+    def _spin(self, executor):
         try:
-            self.executor.spin()
+            executor.spin()
         except BaseException as exc:  # noqa: BLE001 - reported by spinning()
             self._spin_error = exc
 
     def spinning(self) -> bool:
-        """The executor thread is alive (a callback exception would have ended it)."""
-        return self._thread.is_alive() and self._spin_error is None
+        """Both executor threads are alive (a callback exception would have ended one)."""
+        return all(t.is_alive() for t in self._threads) and self._spin_error is None
 
     def _store(self, table: dict, msg) -> None:
         with self.lock:
@@ -212,8 +218,10 @@ class RelocalizerGraph:
         return None if entry is None else entry[0]
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=5.0)
-        self._thread.join(timeout=10.0)
+        for executor in self.executors:
+            executor.shutdown(timeout_sec=5.0)
+        for thread in self._threads:
+            thread.join(timeout=10.0)
         self.node.destroy_node()
         self.tester.destroy_node()
 
