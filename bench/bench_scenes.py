@@ -6,7 +6,8 @@ extra)`` runs ``glace-train`` into ``scene_dir/map_<preset>.pt`` unless it is th
 mapping wall time in ``map_<preset>.seconds`` beside it. A cached map is reused only when the
 training options its sidecar records are the ones ``glace-train --preset preset extra`` resolves to
 today (``stale_reason``): a preset whose defaults changed since (the cpu preset's ``use_depth``, for
-one) retrains instead of silently measuring the old map. Both print what they do. Used by
+one) retrains instead of silently measuring the old map, as does a map whose sidecar lacks
+``network_focal_px`` (the Localizer's focal matching would be off for it). Both print what they do. Used by
 bench/covariance.py and bench/hard_scenes.py, so the two share maps.
 """
 from __future__ import annotations
@@ -70,6 +71,8 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
     if had_depth != expected["depth_supervision"]:
         differ.append(f"depth supervision {'on' if had_depth else 'off'} (now "
                       f"{'on' if expected['depth_supervision'] else 'off'})")
+    if "network_focal_px" not in training:  # the Localizer's focal matching reads it (off without it)
+        differ.append("no network_focal_px (made before glace-train recorded it; focal matching would be off)")
     return "trained with " + ", ".join(differ) if differ else None
 
 

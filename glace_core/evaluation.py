@@ -120,7 +120,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
                    global_features_checkpoint: str | os.PathLike | None = None, scene_name: str | None = None,
                    progress: bool = False, fast_inference: bool = True,
                    ensemble_candidates: int = DEFAULT_CANDIDATES, precision: str = "auto",
-                   early_accept_ratio: float = DEFAULT_EARLY_ACCEPT_RATIO) -> EvalResult:
+                   early_accept_ratio: float = DEFAULT_EARLY_ACCEPT_RATIO, match_focal: bool = True) -> EvalResult:
     """Localise every frame of ``scene`` (a scene folder, using ``split``, or any object with the
     SceneSplit interface) against the map at ``map_path`` with ``glace_core.localizer.Localizer``.
     Returns per-frame records and a summary. ``image_resolution`` None means the map's training
@@ -129,9 +129,11 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     and head of ``glace_core.fast_inference`` (same scene coordinates within 1e-4); False: the plain
     modules. ``ensemble_candidates``: heads of an ensemble map tried per frame (0: all);
     ``early_accept_ratio``: the best-routed head is kept alone when its inlier share reaches it (0: off).
+    ``match_focal``: with ``image_resolution`` None, a test camera whose focal length differs from the
+    mapping frames' is resized to match it (``LocalizerOptions.match_focal``).
     ``precision``: the CPU fast path's, one of ``glace_core.cpu_features.PRECISIONS`` ("auto": bf16
     where the CPU has it, else fp32). The localizer is warmed up (``Localizer.warm_up``) for each
-    image size before its first frame, so frame times exclude graph builds, as in the node."""
+    network input size before its first frame, so frame times exclude graph builds, as in the node."""
     from tqdm import tqdm
 
     from glace_core.geometry import pose_errors
@@ -148,7 +150,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         scene_name = scene_name or getattr(dataset, "name", "scene")
     options = LocalizerOptions(image_resolution=int(image_resolution or 0), ensemble_candidates=ensemble_candidates,
                                early_accept_ratio=early_accept_ratio, global_mode="every_frame",
-                               ransac=ransac or RansacOptions(), precision=precision)
+                               ransac=ransac or RansacOptions(), precision=precision, match_focal=bool(match_focal))
     localizer = Localizer.load(map_path, encoder_path, device, global_features_checkpoint,
                                fast_inference=fast_inference, options=options)
     trained_at = localizer.trained_resolution
@@ -161,13 +163,14 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     with_gt = _has_ground_truth(dataset)
 
     records: list[FrameRecord] = []
-    warmed: set[tuple[int, int]] = set()
+    warmed: set[tuple[int, int, int]] = set()
     for i in tqdm(range(len(dataset)), desc="localising", disable=not progress):
         frame = dataset[i]
         rgb = dataset.load_rgb(i)
-        if rgb.shape[:2] not in warmed:  # graph builds of a new size are start-up, not per-frame time
-            localizer.warm_up(*rgb.shape[:2])
-            warmed.add(rgb.shape[:2])
+        size = (*rgb.shape[:2], localizer.frame_resolution(frame.K, *rgb.shape[:2]))
+        if size not in warmed:  # graph builds of a new size are start-up, not per-frame time
+            localizer.warm_up(*rgb.shape[:2], K=frame.K)
+            warmed.add(size)
         loc = localizer.localize(rgb, frame.K, global_features=None if given is None else given[i])
         pose = loc.camera_to_world
         if not with_gt:

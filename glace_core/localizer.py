@@ -4,7 +4,11 @@ glace-eval (``glace_core.evaluation``), the relocalizer node, replay-eval (throu
 the benchmarks all localise through ``Localizer.localize``. One frame goes through:
 
 1. ``preprocess_image``: the shorter side resized to the network resolution (the map's training
-   resolution by default, else the reference's 480), grayscale, normalised; K scaled alike.
+   resolution by default, else the reference's 480), grayscale, normalised; K scaled alike. With
+   ``match_focal`` (the default) and a map whose sidecar records its mapping frames' focal length,
+   a query camera whose focal length differs by more than 10 % is resized so that its focal length
+   at network resolution matches the map's (``preprocess.network_resolution``): the encoder then
+   sees textures at the scale it was mapped at (BENCHMARKS.md "Focal matching").
 2. The global descriptor, for heads with a global input (:class:`GlobalDescriptorSource`):
    features given by the caller (a split's ``features.npy``), or R2Former on the RGB image every
    frame, every N frames (reused in between), in the background (its own thread, at most every N
@@ -70,10 +74,10 @@ from glace_core.cpu_features import PRECISIONS, resolve_precision
 from glace_core.devices import resolve_device
 from glace_core.geometry import cell_centres, check_K, invert_pose, project_camera_points, transform_points
 from glace_core.global_descriptors import GLOBAL_MODES, GlobalDescriptorSource
-from glace_core.map_files import training_resolution
+from glace_core.map_files import training_focal, training_resolution
 from glace_core.map_predictor import DEFAULT_CANDIDATES, MapPredictor
 from glace_core.pose_covariance import CovarianceCalibration, covariance_from_residuals
-from glace_core.preprocess import DEFAULT_RESOLUTION, preprocess_image, resized_shape
+from glace_core.preprocess import DEFAULT_RESOLUTION, FOCAL_STEP_PX, network_resolution, preprocess_image, resized_shape
 
 _logger = logging.getLogger(__name__)
 
@@ -129,6 +133,9 @@ class LocalizerOptions:
     """Per-frame choices of :meth:`Localizer.localize` (the node may change them at run time)."""
 
     image_resolution: int = 0  # network input height (shorter side); 0: the map's training resolution, else 480
+    #: with image_resolution 0: resize a query whose focal length differs from the mapping frames' by
+    #: more than 10 % so that the two match at network resolution (maps whose sidecar records it)
+    match_focal: bool = True
     ensemble_candidates: int = DEFAULT_CANDIDATES  # heads of an ensemble map tried per frame (0: all)
     global_mode: str = "every_frame"  # one of GLOBAL_MODES
     global_every_n: int = 1  # frames a descriptor is reused for in "every_n" mode
@@ -247,6 +254,8 @@ class Localizer:
         self.stride = int(getattr(encoder, "stride", 8))
         #: the image_resolution the map was trained at (its sidecar), else the reference's 480
         self.trained_resolution = training_resolution(model) or DEFAULT_RESOLUTION
+        #: the mapping frames' focal length (px) at trained_resolution (its sidecar), else None
+        self.map_focal = training_focal(model)
         self.fast_inference = bool(fast_inference) and self.device.type == "cpu"
         self.options = options or LocalizerOptions()
         self.globals = GlobalDescriptorSource(self.global_channels, self.descriptor, self.device)
@@ -294,17 +303,38 @@ class Localizer:
         """The network input height for a requested ``image_resolution`` (None/0: the map's)."""
         return int(image_resolution) if image_resolution else self.trained_resolution
 
+    def frame_resolution(self, K: np.ndarray, height: int, width: int, options: LocalizerOptions | None = None) -> int:
+        """The network input height (shorter side) for an image of ``height`` x ``width`` with
+        intrinsics ``K`` (3, 3): ``options.image_resolution`` when set; else the map's, changed by
+        focal matching (``match_focal``, ``preprocess.network_resolution``) when the map records its
+        focal length."""
+        opt = options or self.options
+        if opt.image_resolution or not opt.match_focal:
+            return self.resolution(opt.image_resolution)
+        res = network_resolution(K, height, width, self.trained_resolution, self.map_focal)
+        if opt.max_input_pixels and res > self.trained_resolution:  # best effort: never why a frame is refused
+            while res > self.trained_resolution and np.prod(resized_shape(height, width, res)) > opt.max_input_pixels:
+                res -= FOCAL_STEP_PX
+            res = max(res, self.trained_resolution)
+        return res
+
     def refresh_fast_path(self) -> None:
         """Forget the fast path's snapshot of the weights (rebuilt at the next frame)."""
         self._predictor = None
 
-    def warm_up(self, height: int, width: int, options: LocalizerOptions | None = None) -> None:
-        """Build everything a (height, width) image needs before the first real one: the encoder's
-        graph and that of every head of an ensemble (any may be routed later; building one on first
-        use stalls that frame), and the global descriptor. Forgets the descriptor of the blank warm-up
-        image afterwards."""
+    def warm_up(self, height: int, width: int, options: LocalizerOptions | None = None,
+                K: np.ndarray | None = None) -> None:
+        """Build everything a (height, width) image with intrinsics ``K`` needs before the first real
+        one: the encoder's graph and that of every head of an ensemble (any may be routed later;
+        building one on first use stalls that frame), and the global descriptor. K None: a camera
+        with the map's focal length (no focal change), or focal = width for maps that do not record
+        it. Forgets the descriptor of the blank warm-up image afterwards."""
         opt = options or self.options
-        K = np.array([[float(width), 0.0, width / 2.0], [0.0, float(width), height / 2.0], [0.0, 0.0, 1.0]])
+        if K is None:
+            f = float(width)
+            if self.map_focal:
+                f = self.map_focal * min(height, width) / self.trained_resolution
+            K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
         self.localize(np.zeros((int(height), int(width), 3), np.uint8), K,
                       options=dataclasses.replace(opt, ensemble_candidates=0, early_accept_ratio=0.0))
         self.globals.reset()
@@ -363,9 +393,9 @@ class Localizer:
         opt = options or self.options
         t0 = time.perf_counter()
         image = _check_image(image)
-        resolution = self.resolution(opt.image_resolution)
         try:
             K = check_K(K, image_size=image.shape[:2])
+            resolution = self.frame_resolution(K, image.shape[0], image.shape[1], opt)
             size = resized_shape(image.shape[0], image.shape[1], resolution)
             if opt.max_input_pixels and size[0] * size[1] > opt.max_input_pixels:
                 raise ValueError(f"an image of {image.shape[1]}x{image.shape[0]} px becomes a {size[1]}x{size[0]} "

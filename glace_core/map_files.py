@@ -323,6 +323,16 @@ def training_resolution(head_or_metadata: Any) -> int | None:
     return int(value) if value is not None else None
 
 
+def training_focal(head_or_metadata: Any) -> float | None:
+    """The median focal length (px) of a map's mapping frames at its training resolution, from its
+    sidecar (``training.network_focal_px``, written by glace-train since 2026-12-04); None when the
+    sidecar does not record it (an official GLACE head, or an older map)."""
+    metadata = head_or_metadata if isinstance(head_or_metadata, Mapping) else \
+        getattr(head_or_metadata, "metadata", None)
+    value = ((metadata or {}).get("training") or {}).get("network_focal_px")
+    return float(value) if value else None
+
+
 def check_encoder_compatibility(head_or_metadata: nn.Module | Mapping[str, Any], encoder: nn.Module) -> None:
     """Raise EncoderMismatchError if the map cannot be used with ``encoder``.
 

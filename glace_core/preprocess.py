@@ -21,6 +21,15 @@ from glace_core.geometry import check_K
 MEAN = 0.4  #: normalisation mean of the grayscale encoder input
 STD = 0.25  #: normalisation standard deviation of the grayscale encoder input
 DEFAULT_RESOLUTION = 480  #: shorter side of the encoder input in pixels
+#: focal matching (``network_resolution``) leaves the resolution alone when the focal lengths differ
+#: by less than this factor (the same camera, or per-image focal lengths of one camera), so that
+#: such frames keep one network input shape (a new shape builds a new graph on the CPU fast path)
+FOCAL_DEAD_BAND = 1.1
+#: focal matching changes the resolution in steps of this many pixels: few distinct input shapes (a
+#: graph each), and a shorter side that XFeat's 1/32 pyramid divides, as the mapping frames' 480 does
+FOCAL_STEP_PX = 32
+#: focal matching keeps the resolution within this factor of the map's in both directions
+FOCAL_MAX_FACTOR = 2.0
 
 
 def resized_shape(height: int, width: int, resolution: int = DEFAULT_RESOLUTION) -> tuple[int, int]:
@@ -101,3 +110,35 @@ def preprocess_image(image, K, resolution: int = DEFAULT_RESOLUTION) -> tuple[to
     tensor = torch.from_numpy((gray / 255.0 - MEAN) / STD)[None, None].contiguous()
     return tensor, scale_intrinsics(K, (h, w), (new_h, new_w))
 
+
+
+def network_focal(K, height: int, width: int, resolution: int = DEFAULT_RESOLUTION) -> float:
+    """The focal length sqrt(fx * fy) in pixels of ``K`` (3, 3), for an image of ``height`` x
+    ``width`` once resized to the network ``resolution`` (``preprocess_image``)."""
+    K = scale_intrinsics(K, (height, width), resized_shape(height, width, resolution))
+    return float(np.sqrt(K[0, 0] * K[1, 1]))
+
+
+def network_resolution(K, height: int, width: int, resolution: int, map_focal: float | None) -> int:
+    """The network resolution (shorter side) at which an image's focal length matches the map's.
+
+    ``resolution``: the map's resolution; ``map_focal``: the focal length (px) of its mapping frames at
+    that resolution (None: unknown, ``resolution`` is returned). An encoder sees a texture at the
+    scale it learned only when the query's focal length at network resolution equals the mapping
+    frames' (a query camera with a shorter focal length shows everything smaller). Within
+    :data:`FOCAL_DEAD_BAND` of the map's focal length ``resolution`` is returned unchanged; otherwise
+    the matching resolution, rounded to :data:`FOCAL_STEP_PX` and kept within :data:`FOCAL_MAX_FACTOR`
+    of ``resolution``."""
+    resolution = int(resolution)
+    if not map_focal:
+        return resolution
+    ratio = float(map_focal) / network_focal(K, height, width, resolution)
+    if not np.isfinite(ratio) or ratio <= 0:
+        raise ValueError(f"focal matching needs a finite positive focal ratio, got {ratio!r} (map focal {map_focal!r})")
+    if 1.0 / FOCAL_DEAD_BAND < ratio < FOCAL_DEAD_BAND:
+        return resolution
+    lowest = int(np.ceil(resolution / FOCAL_MAX_FACTOR / FOCAL_STEP_PX))
+    highest = int(np.floor(resolution * FOCAL_MAX_FACTOR / FOCAL_STEP_PX))
+    if not 1 <= lowest <= highest:  # a resolution too small for the steps
+        return resolution
+    return min(max(int(round(resolution * ratio / FOCAL_STEP_PX)), lowest), highest) * FOCAL_STEP_PX

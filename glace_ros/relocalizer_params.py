@@ -103,6 +103,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("image_resolution", 0, "network input height in pixels (the shorter image side is resized "
               "to it, intrinsics scaled alike); 0: the map's training resolution from its sidecar, else 480",
               minimum=0, maximum=4096),
+    ParamSpec("match_focal", True, "with image_resolution 0: an image whose focal length differs from the map's "
+              "mapping frames' by more than 10 % is resized so that the two match at network resolution (the encoder "
+              "sees textures at their mapped scale; maps whose sidecar records the focal length). Costs time when "
+              "the camera's focal length is shorter (a wider view is upscaled, at most 2x and within max_input_pixels)"),
     ParamSpec("frame_queue", 1, "images waiting for the worker: 1 keeps only the newest (a live robot: latency "
               "stays bounded, stale frames are dropped and counted); more queues them in order, dropping the oldest "
               "when full (glace-replay-eval, which keeps at most this many in flight and loses none)", minimum=1,
@@ -276,7 +280,8 @@ def _localizer_options(self) -> LocalizerOptions:
     return LocalizerOptions(image_resolution=self.image_resolution, ensemble_candidates=self.ensemble_candidates,
                             early_accept_ratio=self.early_accept_ratio, global_mode=self.global_mode,
                             global_every_n=self.global_every_n, ransac=ransac,
-                            max_input_pixels=self.max_input_pixels, precision=self.precision)
+                            max_input_pixels=self.max_input_pixels, precision=self.precision,
+                            match_focal=self.match_focal)
 
 
 def _gate_limits(self) -> GateLimits:

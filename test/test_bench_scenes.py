@@ -4,6 +4,7 @@ stale). Uses the tiny scene's real map and the sidecar the real trainer wrote.""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -50,6 +51,16 @@ def test_a_sidecar_without_training_record_is_stale(tiny_scene, tmp_path):
     Path(f"{map_path}.json").write_text('{"format": "glace-ros-map"}')
     expected = bs.expected_config(tiny_scene.root, map_path, "cpu", TRAIN_OPTIONS)
     assert "records no training options" in bs.stale_reason(map_path, expected)
+
+
+def test_a_sidecar_without_the_mapping_focal_is_stale(tiny_scene, tmp_path):
+    map_path = tmp_path / "map_cpu.pt"
+    shutil.copy(tiny_scene.map_path, map_path)
+    sidecar = json.loads(Path(f"{tiny_scene.map_path}.json").read_text())
+    del sidecar["training"]["network_focal_px"]
+    Path(f"{map_path}.json").write_text(json.dumps(sidecar))
+    expected = bs.expected_config(tiny_scene.root, map_path, "cpu", TRAIN_OPTIONS)
+    assert "no network_focal_px" in bs.stale_reason(map_path, expected)
 
 
 def test_trained_map_reuses_a_current_map_and_retrains_a_stale_one(tiny_scene, tmp_path, monkeypatch, capsys):

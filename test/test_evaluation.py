@@ -224,9 +224,9 @@ def test_frames_are_timed_after_a_warm_up_for_their_size(scene, trained_map, mon
     calls: list[tuple] = []
     warm_up, localize = Localizer.warm_up, Localizer.localize
 
-    def record_warm_up(self, height, width, options=None):
+    def record_warm_up(self, height, width, options=None, K=None):
         calls.append(("warm_up", height, width))
-        return warm_up(self, height, width, options)
+        return warm_up(self, height, width, options, K)
 
     def record_localize(self, rgb, K, **kwargs):
         calls.append(("localize", *rgb.shape[:2]))

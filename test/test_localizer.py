@@ -333,3 +333,60 @@ def test_warm_up_builds_every_head_of_an_ensemble(tiny_scene):
     frame = tiny_scene.frames[0]
     localizer.warm_up(*frame.rgb.shape[:2])
     assert localizer._predictor.built_heads == list(range(len(localizer.model)))
+
+
+def _zoomed_K(frame, factor: float) -> np.ndarray:
+    """The frame's intrinsics with the focal length times ``factor`` (the principal point kept)."""
+    K = frame.K.copy()
+    K[0, 0] *= factor
+    K[1, 1] *= factor
+    return K
+
+
+def test_the_trainer_records_the_mapping_focal_length(tiny_scene):
+    from glace_core.dataset import SceneSplit
+    from glace_core.map_files import read_map_metadata
+    from glace_core.preprocess import network_focal
+
+    train = SceneSplit(tiny_scene.root, "train")
+    expected = network_focal(train.intrinsics(0), *train.image_size(0), tiny_scene.resolution)
+    recorded = read_map_metadata(tiny_scene.map_path)["training"]["network_focal_px"]
+    assert recorded == pytest.approx(expected, abs=1e-3)  # one camera: the median is any frame's
+
+
+def test_focal_matching_gives_the_network_the_maps_focal_length(tiny_scene):
+    """A query camera with 1.5x the mapping focal length is shrunk to the map's focal length at network
+    resolution; off, with an explicit image_resolution, or within the dead band it is not."""
+    frame = tiny_scene.frames[tiny_scene.good_frame]
+    localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu")
+    map_focal = localizer.map_focal
+    assert map_focal and localizer.trained_resolution == tiny_scene.resolution
+
+    def focal(K, **options):  # (the long side is truncated to whole pixels: within 1 %)
+        out = localizer.localize(frame.rgb, K, options=LocalizerOptions(**options))
+        return float(np.sqrt(out.K_network[0, 0] * out.K_network[1, 1]))
+
+    assert focal(frame.K) == pytest.approx(map_focal, rel=0.01)
+    assert focal(_zoomed_K(frame, 1.5)) == pytest.approx(map_focal, rel=0.01)  # 96 -> 64 px
+    assert focal(_zoomed_K(frame, 1.5), match_focal=False) == pytest.approx(1.5 * map_focal, rel=0.01)
+    assert focal(_zoomed_K(frame, 1.5), image_resolution=tiny_scene.resolution) == pytest.approx(1.5 * map_focal,
+                                                                                                 rel=0.01)
+    assert focal(_zoomed_K(frame, 1.05)) == pytest.approx(1.05 * map_focal, rel=0.01)  # the same camera, nearly
+    # a wider camera is upscaled (96 -> 128 px) unless that exceeds max_input_pixels: then as it was
+    assert focal(_zoomed_K(frame, 0.75)) == pytest.approx(map_focal, rel=0.01)
+    assert focal(_zoomed_K(frame, 0.75), max_input_pixels=128 * 128) == pytest.approx(0.75 * map_focal, rel=0.01)
+
+
+def test_a_map_without_a_recorded_focal_length_keeps_its_resolution(tiny_scene, tmp_path):
+    import json
+    import shutil
+
+    path = tmp_path / "map.pt"
+    shutil.copy(tiny_scene.map_path, path)
+    sidecar = json.loads(open(f"{tiny_scene.map_path}.json").read())
+    del sidecar["training"]["network_focal_px"]  # a map trained before glace-train recorded it
+    open(f"{path}.json", "w").write(json.dumps(sidecar))
+    localizer = Localizer.load(path, tiny_scene.encoder, "cpu")
+    frame = tiny_scene.frames[tiny_scene.good_frame]
+    assert localizer.map_focal is None
+    assert localizer.frame_resolution(_zoomed_K(frame, 1.5), *frame.rgb.shape[:2]) == tiny_scene.resolution

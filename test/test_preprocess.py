@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from glace_core.geometry import project
-from glace_core.preprocess import MEAN, STD, preprocess_image, resized_shape, scale_intrinsics
+from glace_core.preprocess import (FOCAL_MAX_FACTOR, FOCAL_STEP_PX, MEAN, STD, network_focal, network_resolution,
+                                   preprocess_image, resized_shape, scale_intrinsics)
 
 
 @pytest.mark.parametrize("hw", [(1080, 1920), (968, 1296), (481, 641), (37, 53), (53, 37), (640, 480), (33, 33)])
@@ -88,3 +89,37 @@ def test_gray_uint16_rgba_inputs():
 def test_bad_inputs_raise(image, K, match):
     with pytest.raises(ValueError, match=match):
         preprocess_image(image, K, resolution=8)
+
+
+def _K(f, h, w):
+    return np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1.0]])
+
+
+def test_network_focal_follows_the_resize():
+    assert network_focal(_K(525.0, 480, 640), 480, 640, 480) == pytest.approx(525.0)
+    # a 1080p camera of the same field of view: the same focal length at network resolution
+    assert network_focal(_K(525.0 * 2.25, 1080, 1440), 1080, 1440, 480) == pytest.approx(525.0)
+    # portrait: the shorter side (the width) becomes 480
+    assert network_focal(_K(380.0, 640, 480), 640, 480, 480) == pytest.approx(380.0)
+
+
+def test_network_resolution_matches_the_focal_length_of_the_map():
+    # the hard scenes' other camera: 380 px against the map's 525 -> 480 * 525 / 380 = 663, in steps of 32
+    res = network_resolution(_K(380.0, 640, 480), 640, 480, 480, 525.0)
+    assert res == 672 and res % FOCAL_STEP_PX == 0
+    assert network_focal(_K(380.0, 640, 480), 640, 480, res) == pytest.approx(525.0, rel=FOCAL_STEP_PX / 2 / 663)
+    # a longer focal length shrinks the input
+    assert network_resolution(_K(1050.0, 480, 640), 480, 640, 480, 525.0) == 256  # 240, within 2x, to 32 px
+    # the same camera, one within the dead band, another resolution of the same view, or no map focal:
+    # the map's resolution, exactly
+    assert network_resolution(_K(525.0, 480, 640), 480, 640, 480, 525.0) == 480
+    assert network_resolution(_K(525.0 * 1.09, 480, 640), 480, 640, 480, 525.0) == 480
+    assert network_resolution(_K(525.0 * 2.25, 1080, 1440), 1080, 1440, 480, 525.0) == 480
+    assert network_resolution(_K(100.0, 480, 640), 480, 640, 480, None) == 480
+    # at most a factor FOCAL_MAX_FACTOR either way
+    assert network_resolution(_K(50.0, 480, 640), 480, 640, 480, 525.0) == 480 * FOCAL_MAX_FACTOR
+    assert network_resolution(_K(5000.0, 480, 640), 480, 640, 480, 525.0) == 256  # 240 is not a multiple of 32
+    assert network_resolution(_K(50.0, 504, 672), 504, 672, 504, 525.0) == 992  # 1024 would exceed 2 x 504
+    assert network_resolution(_K(50.0, 12, 16), 12, 16, 12, 525.0) == 12  # no step of 32 within 2x of 12
+    with pytest.raises(ValueError, match="focal"):
+        network_resolution(_K(525.0, 480, 640), 480, 640, 480, -1.0)

@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image_resolution", type=int, default=None,
                         help="shorter side of the network input (px); default: the resolution the map was trained "
                              "at (from its sidecar), else 480 as the reference")
+    parser.add_argument("--match_focal", type=_strtobool, default=True,
+                        help="without --image_resolution: resize a test image whose focal length differs from the "
+                             "mapping frames' by more than 10 %% so that the two match at network resolution "
+                             "(maps whose sidecar records their focal length)")
     add_ransac_arguments(parser)
     for name, default in (("render_visualization", False), ("render_target_path", "renderings"),
                           ("render_flipped_portrait", False), ("render_sparse_queries", False),
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress,
             fast_inference=not args.plain_inference, ensemble_candidates=args.ensemble_candidates,
-            precision=args.precision, early_accept_ratio=args.early_accept_ratio)
+            precision=args.precision, early_accept_ratio=args.early_accept_ratio, match_focal=args.match_focal)
         poses_path, test_path = write_eval_outputs(result, args.network, args.session)
     except (ValueError, FileNotFoundError, DatasetError) as exc:
         print(f"glace-eval: error: {exc}", file=sys.stderr)

@@ -63,6 +63,7 @@ from glace_core.encoder_registry import encoder_sidecar_entry, is_named_spec, re
 from glace_core.head import GlaceHead
 from glace_core.head_ensemble import HeadEnsemble
 from glace_core.map_files import save_head
+from glace_core.preprocess import network_focal
 from glace_core.training.buffer import TrainingBuffer, build_training_buffer
 from glace_core.training.config import REFERENCE_ENCODER_PATH, TrainConfig
 from glace_core.training.ensemble import plan_clusters, routing_descriptors
@@ -317,6 +318,13 @@ def train_heads(stacked: StackedHeads, model: nn.Module, buffer: TrainingBuffer,
     return [HeadFit(f, l, m) for f, l, m in zip(first.tolist(), per_head, medians)]
 
 
+def mapping_focal(dataset, frames, resolution: int) -> float:
+    """The median focal length (px, ``preprocess.network_focal``) of the mapping ``frames`` of
+    ``dataset`` at the network ``resolution``: what the Localizer matches a query camera's to."""
+    focals = [network_focal(dataset.intrinsics(i), *dataset.image_size(i), resolution) for i in frames]
+    return round(float(np.median(focals)), 3)
+
+
 def train_map(config: TrainConfig, dataset, output_path: str | os.PathLike, *, progress: bool = True,
               metadata: dict[str, Any] | None = None) -> TrainResult:
     """Train a map on ``dataset`` (SceneSplit interface) and write it to ``output_path`` (rank 0).
@@ -438,7 +446,8 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
         info = {"made_by": "glace-train", "config": config.to_dict(), "frames": len(plan.frames),
                 "buffer_rows": len(buffer), "world_size": world, "buffer_seconds": round(buffer_seconds, 2),
                 "train_seconds": round(train_seconds, 2), "precision": precision, "depth_supervision": use_depth,
-                "final_loss": loss, "final_median_px": median_px}
+                "final_loss": loss, "final_median_px": median_px,
+                "network_focal_px": mapping_focal(dataset, plan.frames, config.image_resolution)}
         sidecar = {**metadata, "encoder": encoder_entry, "training": info}
         result: nn.Module = heads[0]
         if plan.ensemble:
