@@ -111,7 +111,6 @@ def preprocess_image(image, K, resolution: int = DEFAULT_RESOLUTION) -> tuple[to
     return tensor, scale_intrinsics(K, (h, w), (new_h, new_w))
 
 
-
 def network_focal(K, height: int, width: int, resolution: int = DEFAULT_RESOLUTION) -> float:
     """The focal length sqrt(fx * fy) in pixels of ``K`` (3, 3), for an image of ``height`` x
     ``width`` once resized to the network ``resolution`` (``preprocess_image``)."""

@@ -104,9 +104,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "to it, intrinsics scaled alike); 0: the map's training resolution from its sidecar, else 480",
               minimum=0, maximum=4096),
     ParamSpec("match_focal", True, "with image_resolution 0: an image whose focal length differs from the map's "
-              "mapping frames' by more than 10 % is resized so that the two match at network resolution (the encoder "
-              "sees textures at their mapped scale; maps whose sidecar records the focal length). Costs time when "
-              "the camera's focal length is shorter (a wider view is upscaled, at most 2x and within max_input_pixels)"),
+              "mapping frames' by more than 10 % is resized so that the two match at network resolution (the "
+              "encoder sees textures at their mapped scale; maps whose sidecar records the focal length). Costs "
+              "time when the camera's focal length is shorter (a wider view is upscaled, at most 2x and within "
+              "max_input_pixels)"),
     ParamSpec("frame_queue", 1, "images waiting for the worker: 1 keeps only the newest (a live robot: latency "
               "stays bounded, stale frames are dropped and counted); more queues them in order, dropping the oldest "
               "when full (glace-replay-eval, which keeps at most this many in flight and loses none)", minimum=1,
