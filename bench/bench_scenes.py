@@ -7,7 +7,8 @@ mapping wall time in ``map_<preset>.seconds`` beside it. A cached map is reused 
 training options its sidecar records are the ones ``glace-train --preset preset extra`` resolves to
 today (``stale_reason``): a preset whose defaults changed since (the cpu preset's ``use_depth``, for
 one) retrains instead of silently measuring the old map, as does a map whose sidecar lacks
-``network_focal_px`` (the Localizer's focal matching would be off for it). Both print what they do. Used by
+``network_focal_px`` (the Localizer's focal matching would be off for it) or an XFeat map whose
+sidecar lacks ``pad_multiple`` (its encoder input was padded the old way). Both print what they do. Used by
 bench/covariance.py and bench/hard_scenes.py, so the two share maps.
 """
 from __future__ import annotations
@@ -60,7 +61,8 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
 
     sidecar = Path(f"{map_path}.json")
     try:
-        training = json.loads(sidecar.read_text())["training"]
+        sidecar_data = json.loads(sidecar.read_text())
+        training = sidecar_data["training"]
         recorded = {**_as_recorded(TrainConfig()), **training["config"]}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"{sidecar.name} records no training options ({type(exc).__name__}: {exc})"
@@ -73,6 +75,9 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
                       f"{'on' if expected['depth_supervision'] else 'off'})")
     if "network_focal_px" not in training:  # the Localizer's focal matching reads it (off without it)
         differ.append("no network_focal_px (made before glace-train recorded it; focal matching would be off)")
+    encoder = sidecar_data.get("encoder") or {}
+    if encoder.get("name") == "xfeat" and not encoder.get("pad_multiple"):
+        differ.append("XFeat without pad_multiple (made before 2026-12-04: its input padded to multiples of 8)")
     return "trained with " + ", ".join(differ) if differ else None
 
 

@@ -29,7 +29,7 @@ from torch import nn
 from glace_core.encoder import ACEEncoder, encoder_families, encoder_from_state_dict
 from glace_core.map_files import (MapFileError, encoder_metadata, file_sha256, load_state_dict_file,
                                   load_state_dict_strict, select_part)
-from glace_core.xfeat_encoder import XFeatEncoder
+from glace_core.xfeat_encoder import XFEAT_LEGACY_PAD_MULTIPLE, XFEAT_PAD_MULTIPLE, XFeatEncoder
 
 _logger = logging.getLogger(__name__)
 
@@ -167,7 +167,28 @@ def resolve_map_encoder(spec: str | os.PathLike | None, metadata: dict[str, Any]
         from_map = encoder_spec_for_map(metadata)
         if from_map is not None:
             _logger.info("no encoder given: using the map's encoder %s", from_map)
-            return resolve_encoder(from_map, device)
-        spec = None
-    return resolve_encoder(spec, device)
+            spec = from_map
+        else:
+            spec = None
+    encoder = resolve_encoder(spec, device)
+    if isinstance(encoder, XFeatEncoder):
+        encoder.pad_multiple = map_pad_multiple(metadata)
+    return encoder
+
+
+def map_pad_multiple(metadata: dict[str, Any] | None) -> int:
+    """How an XFeat encoder pads its input for a map (``xfeat_encoder``): what the sidecar's encoder
+    entry records, else :data:`XFEAT_LEGACY_PAD_MULTIPLE` for a map made with XFeat before the sidecar
+    recorded it (the features that map was trained on), else :data:`XFEAT_PAD_MULTIPLE`."""
+    recorded = (metadata or {}).get("encoder") if isinstance(metadata, dict) else None
+    if not isinstance(recorded, dict):
+        return XFEAT_PAD_MULTIPLE
+    if recorded.get("pad_multiple"):
+        return int(recorded["pad_multiple"])
+    if recorded.get("name") == XFEAT_SPEC or str(recorded.get("id") or "").startswith(XFEAT_SPEC + ":"):
+        _logger.info("the map was made with XFeat before its sidecar recorded the padding: padding to "
+                     "multiples of %d as it was trained (maps made since pad to %d)",
+                     XFEAT_LEGACY_PAD_MULTIPLE, XFEAT_PAD_MULTIPLE)
+        return XFEAT_LEGACY_PAD_MULTIPLE
+    return XFEAT_PAD_MULTIPLE
 

@@ -231,7 +231,8 @@ def head_state_dict_fp16(head: GlaceHead) -> "OrderedDict[str, torch.Tensor]":
 
 
 def encoder_metadata(encoder: nn.Module, encoder_path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Sidecar ``encoder`` entry: name, out_channels and the sha256 of its weights file when known."""
+    """Sidecar ``encoder`` entry: name, out_channels, the sha256 of its weights file when known, and
+    ``pad_multiple`` for an encoder that pads its input (XFeat)."""
     info: dict[str, Any] = {"name": getattr(encoder, "name", type(encoder).__name__),
                             "out_channels": int(encoder.out_channels)}
     sha = file_sha256(encoder_path) if encoder_path is not None else getattr(encoder, "sha256", None)
@@ -240,6 +241,8 @@ def encoder_metadata(encoder: nn.Module, encoder_path: str | os.PathLike | None 
     path = encoder_path if encoder_path is not None else getattr(encoder, "source_path", None)
     if path is not None:
         info["path"] = str(path)
+    if getattr(encoder, "pad_multiple", None):  # XFeat: how its input was padded (xfeat_encoder)
+        info["pad_multiple"] = int(encoder.pad_multiple)
     return info
 
 

