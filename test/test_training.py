@@ -310,7 +310,9 @@ def test_train_map_accepts_frames_in_memory(tmp_path):
     assert (head.global_channels, head.local_channels, head.num_decoder_clusters) == (256, 64, 2)
     meta = read_map_metadata(tmp_path / "m.pt")
     assert meta["source"] == "memory" and meta["training"]["config"]["global_feat"] is True
-    assert meta["encoder"]["name"] == "xfeat"
+    assert meta["encoder"]["name"] == "xfeat" and meta["encoder"]["pad_multiple"] == 32
+    # the frames' focal length at network resolution (focal matching reads it): 32x48 frames at 32, unscaled
+    assert meta["training"]["network_focal_px"] == pytest.approx(float(data.K[0, 0]), abs=1e-3)
     no_features = random_dataset(n=4, h=32, w=48)
     with pytest.raises(ValueError, match="glace-extract-features"):
         train_map(config, no_features, tmp_path / "n.pt", progress=False)

@@ -321,7 +321,8 @@ def train_heads(stacked: StackedHeads, model: nn.Module, buffer: TrainingBuffer,
 def mapping_focal(dataset, frames, resolution: int) -> float:
     """The median focal length (px, ``preprocess.network_focal``) of the mapping ``frames`` of
     ``dataset`` at the network ``resolution``: what the Localizer matches a query camera's to."""
-    focals = [network_focal(dataset.intrinsics(i), *dataset.image_size(i), resolution) for i in frames]
+    size = getattr(dataset, "image_size", None) or (lambda i: dataset.load_rgb(i).shape[:2])  # SceneSplit: header only
+    focals = [network_focal(dataset[i].K, *size(i), resolution) for i in frames]
     return round(float(np.median(focals)), 3)
 
 
