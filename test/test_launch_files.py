@@ -206,6 +206,14 @@ def test_replay_eval_sets_only_valid_node_parameters(tmp_path, mode):
     assert params.get("image_qos", "sensor_data") == ("sensor_data" if mode.get("flood") else "reliable")
 
 
+def test_node_parameters_reach_the_localizer_options():
+    """Each per-frame parameter lands in LocalizerOptions (focal matching on by default, as glace-eval)."""
+    assert RelocalizerParams.from_mapping({}).localizer_options().match_focal is True
+    opt = RelocalizerParams.from_mapping({"match_focal": False, "image_resolution": 0, "precision": "fp32",
+                                          "max_input_pixels": 100_000}).localizer_options()
+    assert (opt.match_focal, opt.image_resolution, opt.precision, opt.max_input_pixels) == (False, 0, "fp32", 100_000)
+
+
 def test_readme_table_matches_when_present():
     readme = ROOT / "README.md"
     assert "| `map_path`" in readme.read_text(), "README.md has no parameter table"
