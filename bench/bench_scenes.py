@@ -57,7 +57,10 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
     ``use_depth`` is compared by what it resolved to (``depth_supervision``: "auto" on a scene with
     depth trains as "on" does). An option the sidecar lacks was added to glace-train after the map
     was made; it counts as the TrainConfig default, the behaviour of glace-train before it existed."""
+    from glace_core.encoder_registry import map_pad_multiple
+    from glace_core.map_files import training_focal
     from glace_core.training.config import TrainConfig
+    from glace_core.xfeat_encoder import XFEAT_PAD_MULTIPLE
 
     sidecar = Path(f"{map_path}.json")
     try:
@@ -73,10 +76,9 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
     if had_depth != expected["depth_supervision"]:
         differ.append(f"depth supervision {'on' if had_depth else 'off'} (now "
                       f"{'on' if expected['depth_supervision'] else 'off'})")
-    if "network_focal_px" not in training:  # the Localizer's focal matching reads it (off without it)
+    if training_focal(sidecar_data) is None:  # the Localizer's focal matching reads it (off without it)
         differ.append("no network_focal_px (made before glace-train recorded it; focal matching would be off)")
-    encoder = sidecar_data.get("encoder") or {}
-    if encoder.get("name") == "xfeat" and not encoder.get("pad_multiple"):
+    if map_pad_multiple(sidecar_data) != XFEAT_PAD_MULTIPLE:  # what the Localizer will pad this map's input to
         differ.append("XFeat without pad_multiple (made before 2026-12-04: its input padded to multiples of 8)")
     return "trained with " + ", ".join(differ) if differ else None
 

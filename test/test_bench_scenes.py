@@ -53,14 +53,22 @@ def test_a_sidecar_without_training_record_is_stale(tiny_scene, tmp_path):
     assert "records no training options" in bs.stale_reason(map_path, expected)
 
 
-def test_a_sidecar_without_the_mapping_focal_is_stale(tiny_scene, tmp_path):
+def _reason_without(tiny_scene, tmp_path, entry: str, key: str) -> str | None:
+    """stale_reason of a copy of the tiny map whose sidecar lacks ``sidecar[entry][key]``."""
     map_path = tmp_path / "map_cpu.pt"
     shutil.copy(tiny_scene.map_path, map_path)
     sidecar = json.loads(Path(f"{tiny_scene.map_path}.json").read_text())
-    del sidecar["training"]["network_focal_px"]
+    del sidecar[entry][key]
     Path(f"{map_path}.json").write_text(json.dumps(sidecar))
-    expected = bs.expected_config(tiny_scene.root, map_path, "cpu", TRAIN_OPTIONS)
-    assert "no network_focal_px" in bs.stale_reason(map_path, expected)
+    return bs.stale_reason(map_path, bs.expected_config(tiny_scene.root, map_path, "cpu", TRAIN_OPTIONS))
+
+
+def test_a_sidecar_without_the_mapping_focal_is_stale(tiny_scene, tmp_path):
+    assert "no network_focal_px" in _reason_without(tiny_scene, tmp_path, "training", "network_focal_px")
+
+
+def test_an_xfeat_map_without_its_padding_is_stale(tiny_scene, tmp_path):
+    assert "XFeat without pad_multiple" in _reason_without(tiny_scene, tmp_path, "encoder", "pad_multiple")
 
 
 def test_trained_map_reuses_a_current_map_and_retrains_a_stale_one(tiny_scene, tmp_path, monkeypatch, capsys):

@@ -148,6 +148,9 @@ def test_both_paddings_agree_on_multiples_of_32(xfeat):
     torch.testing.assert_close(xfeat(image), XFeatEncoder(pad_multiple=8)(image), rtol=0, atol=0)
     with pytest.raises(ValueError, match="pad_multiple"):
         XFeatEncoder(pad_multiple=16)
+    with pytest.raises(ValueError, match="pad_multiple"):
+        xfeat.pad_multiple = 16  # e.g. from a damaged sidecar
+    assert xfeat.pad_multiple == 32
 
 
 def test_a_map_gets_the_padding_it_was_trained_with(xfeat, tmp_path):
