@@ -169,6 +169,11 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         rgb = dataset.load_rgb(i)
         size = (*rgb.shape[:2], localizer.frame_resolution(frame.K, *rgb.shape[:2]))
         if size not in warmed:  # graph builds of a new size are start-up, not per-frame time
+            if size[2] != localizer.resolution(image_resolution):
+                focal = float(np.sqrt(frame.K[0, 0] * frame.K[1, 1]))
+                _logger.info("%dx%d images of focal length %.1f px: network resolution %d, matched to the map's "
+                             "focal length %.1f px (match_focal)", size[1], size[0], focal, size[2],
+                             localizer.map_focal)
             localizer.warm_up(*rgb.shape[:2], K=frame.K)
             warmed.add(size)
         loc = localizer.localize(rgb, frame.K, global_features=None if given is None else given[i])
