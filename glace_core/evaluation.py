@@ -163,19 +163,17 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     with_gt = _has_ground_truth(dataset)
 
     records: list[FrameRecord] = []
-    warmed: set[tuple[int, int, int]] = set()
     for i in tqdm(range(len(dataset)), desc="localising", disable=not progress):
         frame = dataset[i]
         rgb = dataset.load_rgb(i)
-        size = (*rgb.shape[:2], localizer.frame_resolution(frame.K, *rgb.shape[:2]))
-        if size not in warmed:  # graph builds of a new size are start-up, not per-frame time
-            if size[2] != localizer.resolution(image_resolution):
+        # graph builds of a new size are start-up, not per-frame time
+        if localizer.warm_up_once(*rgb.shape[:2], frame.K):
+            res = localizer.frame_resolution(frame.K, *rgb.shape[:2])
+            if res != localizer.resolution(image_resolution):
                 focal = float(np.sqrt(frame.K[0, 0] * frame.K[1, 1]))
                 _logger.info("%dx%d images of focal length %.1f px: network resolution %d, matched to the map's "
-                             "focal length %.1f px (match_focal)", size[1], size[0], focal, size[2],
+                             "focal length %.1f px (match_focal)", rgb.shape[1], rgb.shape[0], focal, res,
                              localizer.map_focal)
-            localizer.warm_up(*rgb.shape[:2], K=frame.K)
-            warmed.add(size)
         loc = localizer.localize(rgb, frame.K, global_features=None if given is None else given[i])
         pose = loc.camera_to_world
         if not with_gt:

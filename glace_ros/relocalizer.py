@@ -15,6 +15,7 @@ robot's frames from TF (``tf_output``), apply the quality gate (``output_policy`
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 
@@ -26,6 +27,7 @@ from std_srvs.srv import Trigger
 from tf2_msgs.msg import TFMessage
 
 from glace_core.localizer import LocalizationError, Localizer
+from glace_core.preprocess import resized_shape
 from glace_ros.camera_info import (CameraInfoError, camera_info_image_size, has_distortion, intrinsics_for_image,
                                    intrinsics_from_camera_info)
 from glace_ros.camera_info_sync import CameraInfoSync
@@ -288,6 +290,19 @@ class RelocalizerMixin:
         finally:
             self.stats.frame_done(*(stats or (None, None)))
 
+    def _warm_up_for(self, localizer: Localizer, shape: tuple[int, int], K, options) -> None:
+        """The first image of a new size or focal length (another camera, or a changed
+        image_resolution/precision) builds every head's graph before it is localized, once, and
+        says which network input the camera gets."""
+        began = time.monotonic()
+        if localizer.warm_up_once(*shape, K, options):
+            res = localizer.frame_resolution(K, *shape, options)
+            self.get_logger().info(
+                f"first {shape[1]}x{shape[0]} image with focal length {math.sqrt(K[0, 0] * K[1, 1]):.1f} px: network "
+                f"input {'x'.join(map(str, resized_shape(*shape, res)))} (the map's: {localizer.trained_resolution} px"
+                f"{f', focal {localizer.map_focal:.1f} px' if localizer.map_focal else ''}); built its graphs in "
+                f"{time.monotonic() - began:.2f} s")
+
     def _localize_and_publish(self, msg, received: float):
         """One frame; returns (processing s, inliers) for the statistics, or None when skipped early."""
         p, stop = self.params, self._worker.stopping
@@ -305,7 +320,9 @@ class RelocalizerMixin:
             K = intrinsics_for_image(match.msg, image.shape[:2])
             with self._swap_lock:
                 localizer = self.localizer
-            loc = localizer.localize(image, K, options=p.localizer_options())
+            options = p.localizer_options()
+            self._warm_up_for(localizer, image.shape[:2], K, options)
+            loc = localizer.localize(image, K, options=options)
         except (CameraInfoError, LocalizationError, ValueError) as exc:
             return self._warn("input", f"skipping an image: {exc}")
         stats = (loc.timings["total"], loc.inlier_count)

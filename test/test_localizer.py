@@ -335,6 +335,33 @@ def test_warm_up_builds_every_head_of_an_ensemble(tiny_scene):
     assert localizer._predictor.built_heads == list(range(len(localizer.model)))
 
 
+def test_warm_up_once_warms_each_network_input_once(tiny_scene, monkeypatch):
+    """A new camera mid-run (another focal length or size) is warmed up at its first frame, once per
+    network input size and precision; a camera that gives a size already built is not."""
+    import cv2
+
+    localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu")
+    frame = tiny_scene.frames[tiny_scene.good_frame]
+    h, w = frame.rgb.shape[:2]
+    built: list[tuple] = []
+    warm_up = Localizer.warm_up
+    monkeypatch.setattr(Localizer, "warm_up", lambda self, *a, **k: built.append(a[:2]) or warm_up(self, *a, **k))
+    assert localizer.warm_up_once(h, w, frame.K) and not localizer.warm_up_once(h, w, frame.K)
+    assert localizer._predictor.built_heads == list(range(len(localizer.model)))
+    double = frame.K.copy()
+    double[:2] *= 2  # the same view at twice the pixels: the same network input, nothing to build
+    assert not localizer.warm_up_once(2 * h, 2 * w, double)
+    assert localizer.localize(cv2.resize(frame.rgb, (2 * w, 2 * h)), double).scene_coordinates.shape == \
+        localizer.localize(frame.rgb, frame.K).scene_coordinates.shape
+    assert localizer.warm_up_once(h, w, _zoomed_K(frame, 1.5))  # focal matching: a smaller network input
+    assert not localizer.warm_up_once(h, w, _zoomed_K(frame, 1.5))
+    other = localizer.precision() != localizer.precision("fp32")  # "auto" runs bf16 where the CPU has it
+    assert localizer.warm_up_once(h, w, frame.K, LocalizerOptions(precision="fp32")) == other  # a new fast path
+    assert len(built) == 2 + other
+    localizer.refresh_fast_path()  # new weights: everything is built again
+    assert localizer.warm_up_once(h, w, frame.K)
+
+
 def _zoomed_K(frame, factor: float) -> np.ndarray:
     """The frame's intrinsics with the focal length times ``factor`` (the principal point kept)."""
     K = frame.K.copy()

@@ -121,6 +121,29 @@ def test_localizes_the_test_frames_like_the_offline_evaluation(graph_factory, ti
     assert med_node[0] < 0.75 and med_node[1] < 20.0, med_node
 
 
+def test_a_new_camera_is_warmed_up_at_its_first_frame(graph_factory, tiny_scene, monkeypatch):
+    """A camera whose focal length differs from the map's (focal matching: another network input
+    size) builds every head's graph at its first frame, once; the map's own camera was built at
+    start-up. Otherwise each head would stall the first frame it is routed to."""
+    from glace_core.localizer import Localizer
+
+    warmed: list[tuple[int, int]] = []
+    warm_up = Localizer.warm_up
+    monkeypatch.setattr(Localizer, "warm_up", lambda self, *a, **k: warmed.append(a[:2]) or warm_up(self, *a, **k))
+    g = graph_factory(image_resolution=0)  # the map's resolution, and focal matching
+    assert len(warmed) == 1  # start-up
+    frame = tiny_scene.frames[tiny_scene.good_frame]
+    zoomed = frame.K.copy()
+    zoomed[0, 0] *= 1.5
+    zoomed[1, 1] *= 1.5
+    for i, K in enumerate([frame.K, frame.K, zoomed, zoomed]):
+        g.localize_lockstep(_rgb_msg(frame), K, *frame.rgb.shape[:2], (i + 1) * 10 ** 8)
+        assert len(warmed) == (1 if i < 2 else 2), (i, warmed)
+    localizer = g.node.localizer
+    assert localizer._predictor.built_heads == list(range(len(localizer.model)))
+    assert g.processed() == 4
+
+
 def test_compressed_images_give_the_same_poses(graph_factory, tiny_scene):
     g = graph_factory(compressed=True)
     frame = tiny_scene.frames[tiny_scene.good_frame]
