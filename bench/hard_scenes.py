@@ -58,8 +58,8 @@ def ours(scene_dir: Path, spec: str) -> dict:
     localizer = Localizer.load(map_path, device="cpu")
     split = SceneSplit(scene_dir, "test")
     frames = [(split.load_rgb(i), split[i].K, np.asarray(split[i].pose)) for i in range(len(split))]
-    for rgb, K, _ in frames[:3]:
-        localizer.localize(rgb, K)  # warm-up
+    for rgb, K, _ in frames:
+        localizer.warm_up_once(*rgb.shape[:2], K)  # every head's graph, for each network input size
     t_err, r_err, times = [], [], []
     for rgb, K, gt in frames:
         t0 = time.perf_counter()

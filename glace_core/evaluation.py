@@ -132,7 +132,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     ``match_focal``: with ``image_resolution`` None, a test camera whose focal length differs from the
     mapping frames' is resized to match it (``LocalizerOptions.match_focal``).
     ``precision``: the CPU fast path's, one of ``glace_core.cpu_features.PRECISIONS`` ("auto": bf16
-    where the CPU has it, else fp32). The localizer is warmed up (``Localizer.warm_up``) for each
+    where the CPU has it, else fp32). The localizer is warmed up (``Localizer.warm_up_once``) for each
     network input size before its first frame, so frame times exclude graph builds, as in the node."""
     from tqdm import tqdm
 

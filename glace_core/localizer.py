@@ -260,7 +260,7 @@ class Localizer:
         self.options = options or LocalizerOptions()
         self.globals = GlobalDescriptorSource(self.global_channels, self.descriptor, self.device)
         self._predictor: MapPredictor | None = None  # built at the first frame (snapshots the weights)
-        self._warm_shapes: set[tuple] = set()  # (height, width, precision) warm_up built for _predictor
+        self._warm_keys: set[tuple] = set()  # _warm_key()s warm_up built for _predictor
         self._ransac_pool: ThreadPoolExecutor | None = None  # solves the candidates after the first
 
     @classmethod
@@ -322,7 +322,7 @@ class Localizer:
     def refresh_fast_path(self) -> None:
         """Forget the fast path's snapshot of the weights (rebuilt at the next frame)."""
         self._predictor = None
-        self._warm_shapes = set()
+        self._warm_keys = set()
 
     def warm_up(self, height: int, width: int, options: LocalizerOptions | None = None,
                 K: np.ndarray | None = None) -> None:
@@ -340,7 +340,7 @@ class Localizer:
         self.localize(np.zeros((int(height), int(width), 3), np.uint8), K,
                       options=dataclasses.replace(opt, ensemble_candidates=0, early_accept_ratio=0.0))
         self.globals.reset()
-        self._warm_shapes.add(self._warm_key(height, width, K, opt))
+        self._warm_keys.add(self._warm_key(height, width, K, opt))
 
     def warm_up_once(self, height: int, width: int, K: np.ndarray, options: LocalizerOptions | None = None) -> bool:
         """:meth:`warm_up` unless the network input an image of this size and intrinsics K (3, 3) gives
@@ -348,7 +348,7 @@ class Localizer:
         up. For callers that meet a new camera mid-run (the node, glace-eval): the first frame of a
         new size builds every head's graph at once, not one head at a time at later frames."""
         opt = options or self.options
-        if self._warm_key(height, width, K, opt) in self._warm_shapes:
+        if self._warm_key(height, width, K, opt) in self._warm_keys:
             return False
         self.warm_up(height, width, opt, K)
         return True
@@ -392,7 +392,7 @@ class Localizer:
             elif self.fast_inference and requested != "fp32":
                 _logger.info("precision %r: the CPU fast path runs %s", requested, resolved)
             self._predictor = MapPredictor(self.encoder, self.model, fast=self.fast_inference, precision=resolved)
-            self._warm_shapes = set()
+            self._warm_keys = set()
         self._predictor.candidates = int(ensemble_candidates)
         for k, sc in self._predictor.iterate(image.to(self.device), global_features):
             yield k, np.ascontiguousarray(sc[0].float().cpu().numpy(), dtype=np.float32)
