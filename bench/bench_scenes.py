@@ -58,7 +58,7 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
     depth trains as "on" does). An option the sidecar lacks was added to glace-train after the map
     was made; it counts as the TrainConfig default, the behaviour of glace-train before it existed."""
     from glace_core.encoder_registry import map_pad_multiple
-    from glace_core.map_files import training_focal
+    from glace_core.map_files import mapping_poses, training_focal
     from glace_core.training.config import TrainConfig
     from glace_core.xfeat_encoder import XFEAT_PAD_MULTIPLE
 
@@ -78,6 +78,8 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
                       f"{'on' if expected['depth_supervision'] else 'off'})")
     if training_focal(sidecar_data) is None:  # the Localizer's focal matching reads it (off without it)
         differ.append("no network_focal_px (made before glace-train recorded it; focal matching would be off)")
+    if mapping_poses(sidecar_data) is None:  # the covariance's distance from the mapping views reads them
+        differ.append("no mapping_poses (made before glace-train recorded them; the covariance would assume a distance)")
     if map_pad_multiple(sidecar_data) != XFEAT_PAD_MULTIPLE:  # what the Localizer will pad this map's input to
         differ.append("XFeat without pad_multiple (made before 2026-12-04: its input padded to multiples of 8)")
     return "trained with " + ", ".join(differ) if differ else None

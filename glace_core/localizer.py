@@ -74,10 +74,11 @@ from glace_core.cpu_features import PRECISIONS, resolve_precision
 from glace_core.devices import resolve_device
 from glace_core.geometry import cell_centres, check_K, invert_pose, project_camera_points, transform_points
 from glace_core.global_descriptors import GLOBAL_MODES, GlobalDescriptorSource
-from glace_core.map_files import training_focal, training_resolution
+from glace_core.map_files import mapping_poses, training_focal, training_resolution
 from glace_core.map_predictor import DEFAULT_CANDIDATES, MapPredictor
-from glace_core.pose_covariance import CovarianceCalibration, covariance_from_residuals
-from glace_core.preprocess import DEFAULT_RESOLUTION, FOCAL_STEP_PX, network_resolution, preprocess_image, resized_shape
+from glace_core.pose_covariance import CovarianceCalibration, MappingViews, cell_texture, covariance_from_residuals
+from glace_core.preprocess import (DEFAULT_RESOLUTION, FOCAL_STEP_PX, STD, network_resolution, preprocess_image,
+                                  resized_shape)
 
 _logger = logging.getLogger(__name__)
 
@@ -188,22 +189,28 @@ class Localization:
     head_index: int = 0
     candidates: list[tuple[int, int]] = field(default_factory=list)
     global_computed: bool = False  # the descriptor was computed for this frame (False: given, reused, zeros, none)
+    #: distance of the pose from the nearest mapping camera (``pose_covariance.MappingViews``; m, with
+    #: 30 deg of turn counting as 1 m); nan without a pose or when the map does not record its cameras
+    mapping_view_distance_m: float = float("nan")
     timings: dict[str, float] = field(default_factory=dict)
 
 
 def reprojection_statistics(scene_coordinates: np.ndarray, camera_to_world: np.ndarray, K: np.ndarray,
-                            threshold: float, stride: int = 8) -> dict:
+                            threshold: float, stride: int = 8, texture: np.ndarray | None = None) -> dict:
     """Residuals of the network's cells under a pose.
 
     scene_coordinates: (3, h, w) world points of the cells (``geometry.cell_centres``); K (3, 3)
     at network resolution. Cells with non-finite points or points behind the camera are not valid;
     inliers have a reprojection error < ``threshold`` px. Returns a dict: ``inliers`` (int),
     ``valid`` (int), ``mean_error_px`` and ``median_depth_m`` over the inliers (nan without any),
-    ``pixels`` (N, 2) and ``camera_points`` (N, 3) of the inliers, ``errors`` (N,) px.
+    ``pixels`` (N, 2) and ``camera_points`` (N, 3) of the inliers, ``errors`` (N,) px, and with
+    ``texture`` (h, w) (``pose_covariance.cell_texture``) ``texture`` (N,) of the inliers.
     """
     sc = np.asarray(scene_coordinates, dtype=np.float64)
     if sc.ndim != 3 or sc.shape[0] != 3:
         raise ValueError(f"scene_coordinates must be (3, h, w), got {sc.shape}")
+    if texture is not None and np.shape(texture) != sc.shape[1:]:
+        raise ValueError(f"texture must be (h, w) = {sc.shape[1:]}, got {np.shape(texture)}")
     cam = transform_points(invert_pose(camera_to_world), sc.reshape(3, -1).T)
     px = cell_centres(sc.shape[1], sc.shape[2], stride).reshape(-1, 2)
     valid = np.all(np.isfinite(cam), axis=1) & (cam[:, 2] > 1e-6)
@@ -213,10 +220,13 @@ def reprojection_statistics(scene_coordinates: np.ndarray, camera_to_world: np.n
     inl = err < float(threshold)
     n = int(inl.sum())
     empty = n == 0
-    return {"inliers": n, "valid": int(valid.sum()),
-            "mean_error_px": float("nan") if empty else float(err[inl].mean()),
-            "median_depth_m": float("nan") if empty else float(np.median(cam[inl, 2])),
-            "pixels": px[inl], "camera_points": cam[inl], "errors": err[inl]}
+    out = {"inliers": n, "valid": int(valid.sum()),
+           "mean_error_px": float("nan") if empty else float(err[inl].mean()),
+           "median_depth_m": float("nan") if empty else float(np.median(cam[inl, 2])),
+           "pixels": px[inl], "camera_points": cam[inl], "errors": err[inl]}
+    if texture is not None:
+        out["texture"] = np.asarray(texture, dtype=np.float64).reshape(-1)[valid][inl]
+    return out
 
 
 def _cores() -> int:
@@ -256,6 +266,9 @@ class Localizer:
         self.trained_resolution = training_resolution(model) or DEFAULT_RESOLUTION
         #: the mapping frames' focal length (px) at trained_resolution (its sidecar), else None
         self.map_focal = training_focal(model)
+        #: the mapping cameras (its sidecar), for the covariance's distance term; None when not recorded
+        poses = mapping_poses(model)
+        self.mapping_views = MappingViews(poses) if poses is not None else None
         self.fast_inference = bool(fast_inference) and self.device.type == "cpu"
         self.options = options or LocalizerOptions()
         self.globals = GlobalDescriptorSource(self.global_channels, self.descriptor, self.device)
@@ -460,7 +473,7 @@ class Localizer:
             if (entry[2].success, entry[2].inlier_count) > (result.success, result.inlier_count):
                 head, sc, result = entry
         t4 = time.perf_counter()
-        out = self._statistics(sc, result, K_net, opt)
+        out = self._statistics(sc, result, K_net, opt, tensor)
         t5 = time.perf_counter()
         out.head_index, out.global_computed = head, computed
         out.candidates = [(k, int(r.inlier_count) if r.success else 0) for k, _, r in solved]
@@ -494,19 +507,25 @@ class Localizer:
         results = [first] + [f.result() for f in futures]
         return [(k, sc, r) for (k, sc), r in zip(candidates, results)]
 
-    def _statistics(self, sc: np.ndarray, result, K_net: np.ndarray, opt: LocalizerOptions) -> Localization:
+    def _statistics(self, sc: np.ndarray, result, K_net: np.ndarray, opt: LocalizerOptions,
+                    image: torch.Tensor) -> Localization:
         num_cells = int(sc.shape[1] * sc.shape[2])
         pose = np.asarray(result.camera_to_world, dtype=np.float64) if result.success else None
         if pose is not None and not np.all(np.isfinite(pose)):
             pose = None
-        mean_err = depth = float("nan")
+        mean_err = depth = novelty = float("nan")
         cov = None
         if pose is not None:
-            stats = reprojection_statistics(sc, pose, K_net, opt.ransac.threshold, self.stride)
+            texture = cell_texture(image, sc.shape[1:], self.stride, STD * 255.0)
+            stats = reprojection_statistics(sc, pose, K_net, opt.ransac.threshold, self.stride, texture)
             mean_err, depth = stats["mean_error_px"], stats["median_depth_m"]
+            if self.mapping_views is not None:
+                novelty = self.mapping_views.distance(pose)
             if stats["inliers"] >= 3:
-                cov = covariance_from_residuals(stats, num_cells, K_net, pose, opt.covariance)
+                cov = covariance_from_residuals(stats, num_cells, K_net, pose, opt.covariance,
+                                                None if self.mapping_views is None else novelty)
         return Localization(success=pose is not None, camera_to_world=pose,
                             inlier_count=int(result.inlier_count), num_cells=num_cells,
                             mean_inlier_error_px=mean_err, median_inlier_depth_m=depth, covariance=cov,
+                            mapping_view_distance_m=novelty,
                             scene_coordinates=sc, K_network=K_net)

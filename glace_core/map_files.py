@@ -339,6 +339,24 @@ def training_focal(head_or_metadata: Any) -> float | None:
     return float(value) if value else None
 
 
+def mapping_poses(head_or_metadata: Any) -> np.ndarray | None:
+    """(N, 3, 4) camera-to-world poses of a map's mapping frames, from its sidecar
+    (``training.mapping_poses``: N rows of 12 numbers, row-major 3x4, written by glace-train since
+    2026-12-04); None when the sidecar does not record them or they are malformed (logged)."""
+    value = _training_record(head_or_metadata).get("mapping_poses")
+    if not value:
+        return None
+    try:
+        poses = np.asarray(value, dtype=np.float64).reshape(-1, 3, 4)
+    except (TypeError, ValueError) as exc:
+        _logger.warning("ignoring the map's mapping_poses: %s", exc)
+        return None
+    if not np.all(np.isfinite(poses)):
+        _logger.warning("ignoring the map's mapping_poses: non-finite entries")
+        return None
+    return poses
+
+
 def check_encoder_compatibility(head_or_metadata: nn.Module | Mapping[str, Any], encoder: nn.Module) -> None:
     """Raise EncoderMismatchError if the map cannot be used with ``encoder``.
 

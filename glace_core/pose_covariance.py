@@ -11,13 +11,23 @@ Model (:func:`covariance_from_residuals`): each inlier cell i gives a reprojecti
     dc/dC = -R^T,   dc/dr = [c]x R^T
     du/dc = [[fx/z, 0, -fx x/z^2], [0, fy/z, -fy y/z^2]]
 
-With H = sum_i J_i^T J_i and the per-axis residual variance s^2 = sum_i |e_i|^2 / (2 (N - 6)), the
+With H = sum_i w_i J_i^T J_i and the per-axis residual variance s^2 = sum_i |e_i|^2 / (2 (N - 6)), the
 least-squares covariance s^2 H^-1 assumes independent residuals. Scene coordinates of neighbouring
 cells are not independent (one network, overlapping receptive fields), so the information does not
 grow with N: the covariance is scaled by N / n_eff, ``n_eff`` (``CovarianceCalibration``) being the
 number of effectively independent observations, fitted on held-out scenes by ``bench/covariance.py``
-(BENCHMARKS.md "Covariance"), and floored per axis. A low inlier ratio (an ambiguous solution)
-inflates it further by 1 / max(ratio, min_inlier_ratio).
+(BENCHMARKS.md "Covariance"), and floored per axis. Three things the residuals cannot show widen it
+(each measured on the bench scenes, where without them the errors of the worst scenes fell outside
+the covariance's 95 % bound for 44 % of frames):
+
+- a low inlier ratio (an ambiguous solution): the scale grows by 1 / max(ratio, min_inlier_ratio);
+- texture: a cell on a plain surface fits a pose without pinning it (a plain wall's scene coordinates
+  can slide along the wall), so each cell's information is weighted by
+  ``w_i = min(1, t_i / texture_full_weight) ** 2``, t_i being the image's mean gradient magnitude
+  around the cell (:func:`cell_texture`);
+- distance from the mapping views: the network extrapolates to views the mapping run never took, and
+  its errors grow with that distance. With d the distance (:class:`MappingViews`) from the pose to
+  the nearest mapping camera, the scale grows by ``1 + (d / novelty_scale_m) ** 2``.
 
 :func:`transform_pose_covariance` carries such a covariance to another frame rigidly attached to
 the camera (base_link), with the adjoint of the lever arm.
@@ -28,9 +38,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-__all__ = ["CovarianceCalibration", "pose_jacobians", "covariance_from_residuals", "transform_pose_covariance",
-           "pose_error_vector", "mahalanobis_squared"]
+__all__ = ["CovarianceCalibration", "MappingViews", "cell_texture", "pose_jacobians", "covariance_from_residuals",
+           "transform_pose_covariance", "pose_error_vector", "mahalanobis_squared"]
 
 
 @dataclass(frozen=True)
@@ -38,20 +50,78 @@ class CovarianceCalibration:
     """Scale and floors of :func:`covariance_from_residuals` (defaults: the fit in BENCHMARKS.md)."""
 
     # n_eff: independent observations the inliers are worth. Fitted by bench/covariance.py --fit on six
-    # held-out bench scenes (all scenes: 30.8; leave-one-scene-out 25.6-38.2; BENCHMARKS.md "Covariance")
-    effective_observations: float = 30.0
+    # held-out bench scenes, to the pooled median d^2 3.3, the conservative end of the 3-8 target
+    # (all scenes: 186; leave-one-scene-out 166-211; BENCHMARKS.md "Covariance")
+    effective_observations: float = 186.0
     min_position_std_m: float = 0.005  # floor of each position standard deviation
     min_rotation_std_rad: float = math.radians(0.2)  # floor of each rotation standard deviation
-    min_inlier_ratio: float = 0.05  # the inlier ratio's inflation saturates here
+    min_inlier_ratio: float = 0.02  # the inlier ratio's inflation saturates here
     min_residual_px: float = 0.5  # floor of the residual standard deviation per axis
+    #: mean image gradient (grey levels per px, ``cell_texture``) from which a cell counts fully
+    texture_full_weight: float = 4.0
+    #: distance from the nearest mapping view at which the covariance doubles (MappingViews.distance)
+    novelty_scale_m: float = 0.2
+    #: the distance assumed when the map does not record its mapping views (an official GLACE head,
+    #: a map trained before 2026-12-04): the bench scenes' typical distance
+    unknown_novelty_m: float = 0.15
 
     def __post_init__(self):
-        for name in ("effective_observations", "min_inlier_ratio"):
+        for name in ("effective_observations", "min_inlier_ratio", "novelty_scale_m"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("min_position_std_m", "min_rotation_std_rad", "min_residual_px"):
+        for name in ("min_position_std_m", "min_rotation_std_rad", "min_residual_px", "texture_full_weight",
+                     "unknown_novelty_m"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+class MappingViews:
+    """The mapping run's cameras, and how far a pose is from the nearest of them.
+
+    poses: (N, 4, 4) camera-to-world (or (N, 3, 4)). The distance of a pose is the minimum over the
+    mapping cameras of ``|C - C_n| + angle(R, R_n) * metres_per_degree``: 1 m of displacement
+    counts as much as 30 degrees of turn by default."""
+
+    def __init__(self, poses: np.ndarray, metres_per_degree: float = 1.0 / 30.0):
+        p = np.asarray(poses, dtype=np.float64)
+        if p.ndim != 3 or p.shape[1:] not in ((4, 4), (3, 4)) or len(p) == 0:
+            raise ValueError(f"mapping poses must be (N, 4, 4) or (N, 3, 4) with N >= 1, got {p.shape}")
+        finite = np.all(np.isfinite(p[:, :3, :4]), axis=(1, 2))
+        if not finite.any():
+            raise ValueError("no mapping pose is finite")
+        self.rotations = p[finite, :3, :3]
+        self.centres = p[finite, :3, 3]
+        self.metres_per_degree = float(metres_per_degree)
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+    def distance(self, camera_to_world: np.ndarray) -> float:
+        """Distance (m-equivalent, see the class) of a (4, 4) pose from the nearest mapping camera."""
+        T = np.asarray(camera_to_world, dtype=np.float64)
+        d_pos = np.linalg.norm(self.centres - T[:3, 3], axis=1)
+        cos = np.clip((np.einsum("nij,ij->n", self.rotations, T[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+        return float(np.min(d_pos + np.degrees(np.arccos(cos)) * self.metres_per_degree))
+
+
+def cell_texture(image: torch.Tensor, cells: tuple[int, int], stride: int, scale: float = 1.0) -> np.ndarray:
+    """Texture around each network output cell: (h, w) float32, the mean gradient magnitude.
+
+    image: the encoder input (1, 1, H, W) (``preprocess_image``: normalised grey); ``scale`` turns its
+    values into grey levels (``STD * 255``). The gradient magnitude (central differences, grey levels
+    per px; 0 on the image's outermost pixels) is averaged over each cell's stride x stride block, then
+    over the 3 x 3 cells around it (a window about 3 strides wide, near the encoder's receptive field).
+    Cells the image does not cover are 0. About 0.8 ms at 480x640 on one core."""
+    if image.ndim != 4 or image.shape[:2] != (1, 1):
+        raise ValueError(f"image must be (1, 1, H, W), got {tuple(image.shape)}")
+    h, w = int(cells[0]), int(cells[1])
+    x = image.detach()[0, 0].float().cpu()
+    gx = x[1:-1, 2:] - x[1:-1, :-2]  # (the one-pixel border has no central difference: 0 there)
+    gy = x[2:, 1:-1] - x[:-2, 1:-1]
+    mag = F.pad(gx.mul_(gx).add_(gy.mul_(gy)).sqrt_().mul_(0.5 * float(scale))[None, None], (1, 1, 1, 1))
+    pooled = F.avg_pool2d(mag, stride, stride)[..., :h, :w]
+    pooled = F.pad(pooled, (0, w - pooled.shape[-1], 0, h - pooled.shape[-2]))
+    return F.avg_pool2d(pooled, 3, 1, 1, count_include_pad=False)[0, 0].numpy()
 
 
 def _skew(v: np.ndarray) -> np.ndarray:
@@ -81,12 +151,15 @@ def pose_jacobians(camera_points: np.ndarray, K: np.ndarray, rotation_cam_to_wor
 
 
 def covariance_from_residuals(stats: dict, num_cells: int, K: np.ndarray, camera_to_world: np.ndarray,
-                              calibration: CovarianceCalibration = CovarianceCalibration()) -> np.ndarray:
+                              calibration: CovarianceCalibration = CovarianceCalibration(),
+                              novelty_m: float | None = None) -> np.ndarray:
     """(36,) covariance of a pose (see the module docstring).
 
     stats: ``glace_core.localizer.reprojection_statistics`` of the pose (``camera_points`` (N, 3),
-    ``errors`` (N,) px of the inliers); num_cells: cells of the network output; K (3, 3) at network
-    resolution; camera_to_world (4, 4). Needs at least 3 inliers (ValueError otherwise).
+    ``errors`` (N,) px of the inliers, optionally ``texture`` (N,) their ``cell_texture``); num_cells:
+    cells of the network output; K (3, 3) at network resolution; camera_to_world (4, 4); novelty_m:
+    the pose's ``MappingViews.distance`` (None: ``calibration.unknown_novelty_m``). Needs at least 3
+    inliers (ValueError otherwise).
     """
     cam = np.asarray(stats["camera_points"], dtype=np.float64)
     err = np.asarray(stats["errors"], dtype=np.float64)
@@ -96,13 +169,20 @@ def covariance_from_residuals(stats: dict, num_cells: int, K: np.ndarray, camera
     if num_cells < n:
         raise ValueError(f"num_cells ({num_cells}) must be >= the inlier count ({n})")
     c = calibration
+    weights = np.ones(n)
+    if stats.get("texture") is not None and c.texture_full_weight > 0:
+        texture = np.asarray(stats["texture"], dtype=np.float64)
+        if texture.shape != (n,):
+            raise ValueError(f"texture must be ({n},), one value per inlier, got {texture.shape}")
+        weights = np.minimum(np.nan_to_num(texture, nan=0.0) / c.texture_full_weight, 1.0) ** 2
     J = pose_jacobians(cam, K, np.asarray(camera_to_world)[:3, :3]).reshape(-1, 6)
-    H = J.T @ J
+    H = (J * np.repeat(weights, 2)[:, None]).T @ J  # sum_i w_i J_i^T J_i (an einsum takes 6x as long)
     s2 = max(float(np.sum(err ** 2)) / (2.0 * max(n - 6, 1)), c.min_residual_px ** 2)
     ratio = max(n / float(num_cells), c.min_inlier_ratio)
-    scale = s2 * n / c.effective_observations / ratio
+    novelty = c.unknown_novelty_m if novelty_m is None or not math.isfinite(novelty_m) else max(novelty_m, 0.0)
+    scale = s2 * n / c.effective_observations / ratio * (1.0 + (novelty / c.novelty_scale_m) ** 2)
     try:
-        cov = scale * np.linalg.inv(H + 1e-12 * np.trace(H) * np.eye(6))
+        cov = scale * np.linalg.inv(H + 1e-12 * max(np.trace(H), 1e-300) * np.eye(6))
     except np.linalg.LinAlgError:
         cov = np.diag([1e6] * 3 + [math.pi ** 2] * 3)
     cov = 0.5 * (cov + cov.T)

@@ -67,6 +67,10 @@ def test_a_sidecar_without_the_mapping_focal_is_stale(tiny_scene, tmp_path):
     assert "no network_focal_px" in _reason_without(tiny_scene, tmp_path, "training", "network_focal_px")
 
 
+def test_a_sidecar_without_the_mapping_poses_is_stale(tiny_scene, tmp_path):
+    assert "no mapping_poses" in _reason_without(tiny_scene, tmp_path, "training", "mapping_poses")
+
+
 def test_an_xfeat_map_without_its_padding_is_stale(tiny_scene, tmp_path):
     assert "XFeat without pad_multiple" in _reason_without(tiny_scene, tmp_path, "encoder", "pad_multiple")
 

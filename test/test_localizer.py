@@ -1,6 +1,8 @@
 """glace_core.localizer: the one image -> pose path (options, statistics, global modes, candidate selection)."""
 from __future__ import annotations
 
+import math
+
 import copy
 import dataclasses
 import threading
@@ -379,6 +381,44 @@ def test_the_trainer_records_the_mapping_focal_length(tiny_scene):
     expected = network_focal(train.intrinsics(0), *train.image_size(0), tiny_scene.resolution)
     recorded = read_map_metadata(tiny_scene.map_path)["training"]["network_focal_px"]
     assert recorded == pytest.approx(expected, abs=1e-3)  # one camera: the median is any frame's
+
+
+def test_the_covariance_knows_how_far_a_pose_is_from_the_mapping_views(tiny_scene, tmp_path):
+    """glace-train records the mapping cameras; the Localizer reports a pose's distance from the nearest
+    and widens the covariance with it. A map without them (an older map, an official head) assumes the
+    calibration's typical distance."""
+    import json
+    import shutil
+
+    from glace_core.dataset import SceneSplit
+    from glace_core.map_files import mapping_poses, read_map_metadata
+
+    train = SceneSplit(tiny_scene.root, "train")
+    recorded = mapping_poses(read_map_metadata(tiny_scene.map_path))
+    np.testing.assert_allclose(recorded, np.asarray(train.poses)[:, :3, :4], atol=1e-5)
+    frame = tiny_scene.frames[tiny_scene.good_frame]
+    localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu")
+    out = localizer.localize(frame.rgb, frame.K)
+    assert out.success and out.covariance is not None
+    expected = localizer.mapping_views.distance(out.camera_to_world)
+    assert out.mapping_view_distance_m == pytest.approx(expected) and 0 <= expected < 1.0
+
+    path = tmp_path / "map.pt"
+    shutil.copy(tiny_scene.map_path, path)
+    sidecar = json.loads(open(f"{tiny_scene.map_path}.json").read())
+    del sidecar["training"]["mapping_poses"]
+    open(f"{path}.json", "w").write(json.dumps(sidecar))
+    old = Localizer.load(path, tiny_scene.encoder, "cpu")
+    assert old.mapping_views is None
+    old_out = old.localize(frame.rgb, frame.K)
+    assert math.isnan(old_out.mapping_view_distance_m)
+    np.testing.assert_allclose(old_out.camera_to_world, out.camera_to_world, atol=1e-9)
+    # the same pose and inliers: the covariances differ only by the distance factor (floors aside)
+    c = localizer.options.covariance
+    ratio = (1 + (c.unknown_novelty_m / c.novelty_scale_m) ** 2) / (1 + (expected / c.novelty_scale_m) ** 2)
+    floors = np.diag([c.min_position_std_m ** 2] * 3 + [c.min_rotation_std_rad ** 2] * 3)
+    np.testing.assert_allclose(old_out.covariance.reshape(6, 6) - floors,
+                               ratio * (out.covariance.reshape(6, 6) - floors), rtol=1e-6, atol=1e-15)
 
 
 def test_focal_matching_gives_the_network_the_maps_focal_length(tiny_scene):

@@ -8,8 +8,11 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from glace_core.geometry import invert_pose, project
-from glace_core.pose_covariance import (CovarianceCalibration, covariance_from_residuals, mahalanobis_squared,
-                                        pose_error_vector, pose_jacobians, transform_pose_covariance)
+import torch
+
+from glace_core.pose_covariance import (CovarianceCalibration, MappingViews, cell_texture, covariance_from_residuals,
+                                        mahalanobis_squared, pose_error_vector, pose_jacobians,
+                                        transform_pose_covariance)
 
 K = np.array([[500.0, 0, 320], [0, 520.0, 240], [0, 0, 1]])
 
@@ -99,7 +102,8 @@ def test_covariance_grows_with_noise_and_shrinks_with_n_eff():
     a = covariance_from_residuals(small, 1000, K, T).reshape(6, 6)
     b = covariance_from_residuals(big, 1000, K, T).reshape(6, 6)
     assert np.all(np.diag(b) > np.diag(a))
-    c = covariance_from_residuals(small, 1000, K, T, CovarianceCalibration(effective_observations=48.0)).reshape(6, 6)
+    more = CovarianceCalibration(effective_observations=2 * CovarianceCalibration().effective_observations)
+    c = covariance_from_residuals(small, 1000, K, T, more).reshape(6, 6)
     assert np.all(np.diag(c) < np.diag(a))
     low_ratio = covariance_from_residuals(small, 5000, K, T).reshape(6, 6)  # same inliers of more cells
     assert np.all(np.diag(low_ratio) > np.diag(a))
@@ -110,6 +114,68 @@ def test_covariance_grows_with_noise_and_shrinks_with_n_eff():
     assert np.all(np.diag(a)[:3] >= floor)
     with pytest.raises(ValueError, match="inliers"):
         covariance_from_residuals({"camera_points": np.zeros((2, 3)), "errors": np.zeros(2)}, 10, K, T)
+
+
+def test_plain_cells_and_distance_from_the_mapping_views_widen_the_covariance():
+    rng = np.random.default_rng(6)
+    T = _pose(rng)
+    stats, _, _ = _stats(rng, T, 400, 1.0)
+    calib = CovarianceCalibration(min_position_std_m=0, min_rotation_std_rad=0)
+
+    def cov(stats_, novelty=0.0, c=calib):
+        return covariance_from_residuals(stats_, 1000, K, T, c, novelty).reshape(6, 6)
+
+    base = cov(stats)
+    textured = dict(stats, texture=np.full(400, 2 * calib.texture_full_weight))  # above full weight: the same
+    np.testing.assert_allclose(cov(textured), base, rtol=1e-9)
+    half_plain = dict(stats, texture=np.where(np.arange(400) % 2 == 0, 0.0, 10.0))  # every other cell on a plain wall
+    assert np.all(np.diag(cov(half_plain)) > 1.5 * np.diag(base))
+    # the texture weight is (t / full) ** 2: a quarter of full texture everywhere is 1/16 of the information
+    np.testing.assert_allclose(cov(dict(stats, texture=np.full(400, calib.texture_full_weight / 4))), 16 * base,
+                               rtol=1e-6)
+    # distance d from the nearest mapping view scales it by 1 + (d / novelty_scale_m) ** 2
+    d = 0.5
+    np.testing.assert_allclose(cov(stats, d), (1 + (d / calib.novelty_scale_m) ** 2) * base, rtol=1e-9)
+    np.testing.assert_allclose(cov(stats, None), cov(stats, calib.unknown_novelty_m), rtol=1e-12)  # not recorded
+    with pytest.raises(ValueError, match="texture"):
+        cov(dict(stats, texture=np.ones(3)))
+
+
+def test_mapping_views_distance_counts_metres_and_degrees():
+    poses = np.stack([np.eye(4)] * 3)
+    poses[:, 0, 3] = [0.0, 10.0, 20.0]  # three cameras 10 m apart, all looking along +z
+    poses[2, :3, :3] = Rotation.from_euler("y", 90, degrees=True).as_matrix()
+    views = MappingViews(poses)
+    assert views.distance(poses[1]) == pytest.approx(0.0, abs=1e-7)
+    moved = poses[1].copy()
+    moved[:3, 3] += [0.3, 0.4, 0.0]
+    assert views.distance(moved) == pytest.approx(0.5)
+    turned = poses[1].copy()
+    turned[:3, :3] = Rotation.from_euler("z", 15, degrees=True).as_matrix()
+    assert views.distance(turned) == pytest.approx(0.5)  # 30 degrees count as 1 m
+    assert MappingViews(poses, metres_per_degree=0.1).distance(turned) == pytest.approx(1.5)
+    with_nan = poses.copy()
+    with_nan[1, 0, 0] = np.nan  # a frame without a valid pose is left out
+    assert len(MappingViews(with_nan)) == 2 and MappingViews(with_nan).distance(poses[1]) == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="mapping poses"):
+        MappingViews(np.eye(4))
+    with pytest.raises(ValueError, match="finite"):
+        MappingViews(np.full((2, 4, 4), np.nan))
+
+
+def test_cell_texture_is_the_mean_gradient_in_grey_levels():
+    h, w, stride = 6, 8, 8
+    flat = torch.full((1, 1, h * stride, w * stride), 0.3)
+    np.testing.assert_array_equal(cell_texture(flat, (h, w), stride, 255.0), np.zeros((h, w), np.float32))
+    ramp = torch.arange(w * stride, dtype=torch.float32).repeat(h * stride, 1)[None, None] * 3.0 / 255.0
+    texture = cell_texture(ramp, (h, w), stride, 255.0)  # 3 grey levels per pixel
+    assert texture.shape == (h, w)
+    np.testing.assert_allclose(texture[2:-2, 2:-2], 3.0, rtol=1e-5)  # away from the image's border
+    assert np.all(texture[:, 0] < 3.0)
+    # more cells than the image covers (the encoder pads): the uncovered ones are 0 before the 3x3 mean
+    assert cell_texture(ramp, (h + 1, w), stride, 255.0).shape == (h + 1, w)
+    with pytest.raises(ValueError, match="1, 1, H, W"):
+        cell_texture(ramp[0], (h, w), stride)
 
 
 def test_transform_to_base_frame_matches_sampling():

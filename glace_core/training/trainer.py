@@ -448,7 +448,8 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
                 "buffer_rows": len(buffer), "world_size": world, "buffer_seconds": round(buffer_seconds, 2),
                 "train_seconds": round(train_seconds, 2), "precision": precision, "depth_supervision": use_depth,
                 "final_loss": loss, "final_median_px": median_px,
-                "network_focal_px": mapping_focal(dataset, plan.frames, config.image_resolution)}
+                "network_focal_px": mapping_focal(dataset, plan.frames, config.image_resolution),
+                "mapping_poses": np.round(poses[plan.frames, :3, :4].reshape(len(plan.frames), 12), 5).tolist()}
         sidecar = {**metadata, "encoder": encoder_entry, "training": info}
         result: nn.Module = heads[0]
         if plan.ensemble:
