@@ -33,6 +33,7 @@ class NodeStats:
         self.reasons: dict[str, str] = {}  # cause -> the latest message of that cause
         self.waiting: dict[str, str] = {}  # output -> why it is held back
         self.last_inliers = -1
+        self.last_mapping_distance_m = float("nan")  # the last pose's distance from the mapping views
         self.last_error = ""
         self.latency_s: deque[float] = deque(maxlen=20)  # image received -> pose published
         self.processing_s: deque[float] = deque(maxlen=20)  # localizer time
@@ -57,13 +58,16 @@ class NodeStats:
             self.received += 1
             self.dropped += int(dropped_older)
 
-    def frame_done(self, processing_s: float | None = None, inliers: int | None = None) -> None:
+    def frame_done(self, processing_s: float | None = None, inliers: int | None = None,
+                   mapping_distance_m: float | None = None) -> None:
         with self.lock:
             self.processed += 1
             if processing_s is not None:
                 self.processing_s.append(processing_s)
             if inliers is not None:
                 self.last_inliers = inliers
+            if mapping_distance_m is not None:
+                self.last_mapping_distance_m = mapping_distance_m
 
     def pose_published(self, latency_s: float) -> None:
         now = time.monotonic()
@@ -88,7 +92,8 @@ def diagnostic_status(stats: NodeStats, name: str, image_topic: str, hardware_id
             "frames_localized": stats.localized, "frames_dropped": stats.dropped,
             "frames_rejected": sum(stats.rejected.values()), "rate_hz": f"{rate:.2f}",
             "latency_ms": f"{latency:.1f}", "processing_ms": f"{processing:.1f}",
-            "inlier_count": stats.last_inliers, "last_error": stats.last_error,
+            "inlier_count": stats.last_inliers, "mapping_view_distance_m": f"{stats.last_mapping_distance_m:.3f}",
+            "last_error": stats.last_error,
             **{f"rejected_{k}": v for k, v in sorted(stats.rejected.items())},
             **{f"waiting_{k}": v for k, v in sorted(stats.waiting.items())},
         }

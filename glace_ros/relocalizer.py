@@ -288,7 +288,7 @@ class RelocalizerMixin:
         try:
             stats = self._localize_and_publish(msg, received)
         finally:
-            self.stats.frame_done(*(stats or (None, None)))
+            self.stats.frame_done(*(stats or (None, None, None)))
 
     def _warm_up_for(self, localizer: Localizer, shape: tuple[int, int], K, options) -> None:
         """The first image of a new size or focal length (another camera, or a changed
@@ -325,7 +325,7 @@ class RelocalizerMixin:
             loc = localizer.localize(image, K, options=options)
         except (CameraInfoError, LocalizationError, ValueError) as exc:
             return self._warn("input", f"skipping an image: {exc}")
-        stats = (loc.timings["total"], loc.inlier_count)
+        stats = (loc.timings["total"], loc.inlier_count, loc.mapping_view_distance_m)
         if not loc.success or loc.covariance is None:
             self._warn("ransac_failed", f"RANSAC found no pose for the image at {stamp_ns * 1e-9:.3f} s "
                                         f"({loc.inlier_count} inliers of {loc.num_cells} cells)")

@@ -246,6 +246,7 @@ def test_keep_latest_drops_frames_and_bounds_latency(graph_factory, tiny_scene):
     answered = [s for s in stamps if s in g.poses]
     assert dropped >= 1 and len(answered) < n
     assert int(g.diagnostics["frames_received"]) - 1 == dropped + len(answered)  # every received frame accounted
+    assert 0 <= float(g.diagnostics["mapping_view_distance_m"]) < 1.0  # the map records its mapping cameras
     # bounded latency, counted in frames, not seconds: between publishing a frame and receiving its answer
     # only the frame being processed and the one waiting in the slot are answered (+ 2 for delivery jitter);
     # a queue would answer every frame still queued before it (here up to ~n)
