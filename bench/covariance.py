@@ -40,10 +40,9 @@ from bench_scenes import scene, trained_map, training_spec  # noqa: E402
 from hard_scenes import VARIANTS  # noqa: E402
 
 from glace_core.dataset import SceneSplit  # noqa: E402
-from glace_core.localizer import Localizer, reprojection_statistics  # noqa: E402
-from glace_core.pose_covariance import (CovarianceCalibration, cell_texture,  # noqa: E402
-                                        covariance_from_residuals, mahalanobis_squared, pose_error_vector)
-from glace_core.preprocess import STD, preprocess_image  # noqa: E402
+from glace_core.localizer import Localizer  # noqa: E402
+from glace_core.pose_covariance import (CovarianceCalibration, covariance_from_residuals,  # noqa: E402
+                                        mahalanobis_squared, pose_error_vector)
 
 CHI2_6_MEDIAN, CHI2_6_95 = 5.348, 12.592
 MIN_INLIERS = 100  # the node's min_inlier_count
@@ -52,24 +51,18 @@ SCENES = ("dense", "lighting", "blur", "sparse", "offset", "camera")
 
 def frame_stats(scene_dir: Path, map_path: Path) -> list[dict]:
     """Per scored frame: the residual statistics (with the inliers' texture), cells, K, the pose's
-    distance from the mapping views, estimate, ground truth and the covariance the node published."""
+    distance from the mapping views, estimate, ground truth and the covariance the node published,
+    all as the Localizer computed them."""
     localizer = Localizer.load(map_path, device="cpu")
     split = SceneSplit(scene_dir, "test")
     out = []
     for i in range(len(split)):
-        rgb, K = split.load_rgb(i), split[i].K
-        loc = localizer.localize(rgb, K)
-        if not loc.success or loc.inlier_count < MIN_INLIERS:
+        loc = localizer.localize(split.load_rgb(i), split[i].K)
+        if not loc.success or loc.inlier_count < MIN_INLIERS or loc.covariance is None:
             continue
-        tensor, _ = preprocess_image(rgb, K, localizer.frame_resolution(K, *rgb.shape[:2]))
-        texture = cell_texture(tensor, loc.scene_coordinates.shape[1:], localizer.stride, STD * 255.0)
-        stats = reprojection_statistics(loc.scene_coordinates, loc.camera_to_world, loc.K_network,
-                                        localizer.options.ransac.threshold, localizer.stride, texture)
-        if stats["inliers"] >= 3:
-            novelty = None if localizer.mapping_views is None else loc.mapping_view_distance_m
-            out.append({"stats": stats, "cells": loc.num_cells, "K": loc.K_network, "est": loc.camera_to_world,
-                        "gt": np.asarray(split[i].pose, np.float64), "frames": len(split), "novelty": novelty,
-                        "published": loc.covariance})
+        out.append({"stats": loc.statistics, "cells": loc.num_cells, "K": loc.K_network, "est": loc.camera_to_world,
+                    "gt": np.asarray(split[i].pose, np.float64), "frames": len(split),
+                    "novelty": loc.mapping_view_distance_m, "published": loc.covariance})
     return out
 
 

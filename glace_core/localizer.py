@@ -192,6 +192,9 @@ class Localization:
     #: distance of the pose from the nearest mapping camera (``pose_covariance.MappingViews``; m, with
     #: 30 deg of turn counting as 1 m); nan without a pose or when the map does not record its cameras
     mapping_view_distance_m: float = float("nan")
+    #: ``reprojection_statistics`` of the pose, with the inliers' texture (what the covariance was
+    #: computed from); None without a pose
+    statistics: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -514,7 +517,7 @@ class Localizer:
         if pose is not None and not np.all(np.isfinite(pose)):
             pose = None
         mean_err = depth = novelty = float("nan")
-        cov = None
+        cov = stats = None
         if pose is not None:
             texture = cell_texture(image, sc.shape[1:], self.stride, STD * 255.0)
             stats = reprojection_statistics(sc, pose, K_net, opt.ransac.threshold, self.stride, texture)
@@ -522,10 +525,9 @@ class Localizer:
             if self.mapping_views is not None:
                 novelty = self.mapping_views.distance(pose)
             if stats["inliers"] >= 3:
-                cov = covariance_from_residuals(stats, num_cells, K_net, pose, opt.covariance,
-                                                None if self.mapping_views is None else novelty)
+                cov = covariance_from_residuals(stats, num_cells, K_net, pose, opt.covariance, novelty)
         return Localization(success=pose is not None, camera_to_world=pose,
                             inlier_count=int(result.inlier_count), num_cells=num_cells,
                             mean_inlier_error_px=mean_err, median_inlier_depth_m=depth, covariance=cov,
-                            mapping_view_distance_m=novelty,
+                            mapping_view_distance_m=novelty, statistics=stats,
                             scene_coordinates=sc, K_network=K_net)

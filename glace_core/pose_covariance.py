@@ -158,7 +158,7 @@ def covariance_from_residuals(stats: dict, num_cells: int, K: np.ndarray, camera
     stats: ``glace_core.localizer.reprojection_statistics`` of the pose (``camera_points`` (N, 3),
     ``errors`` (N,) px of the inliers, optionally ``texture`` (N,) their ``cell_texture``); num_cells:
     cells of the network output; K (3, 3) at network resolution; camera_to_world (4, 4); novelty_m:
-    the pose's ``MappingViews.distance`` (None: ``calibration.unknown_novelty_m``). Needs at least 3
+    the pose's ``MappingViews.distance`` (None or nan: ``calibration.unknown_novelty_m``). Needs at least 3
     inliers (ValueError otherwise).
     """
     cam = np.asarray(stats["camera_points"], dtype=np.float64)

@@ -392,6 +392,7 @@ def test_the_covariance_knows_how_far_a_pose_is_from_the_mapping_views(tiny_scen
 
     from glace_core.dataset import SceneSplit
     from glace_core.map_files import mapping_poses, read_map_metadata
+    from glace_core.pose_covariance import covariance_from_residuals
 
     train = SceneSplit(tiny_scene.root, "train")
     recorded = mapping_poses(read_map_metadata(tiny_scene.map_path))
@@ -402,6 +403,11 @@ def test_the_covariance_knows_how_far_a_pose_is_from_the_mapping_views(tiny_scen
     assert out.success and out.covariance is not None
     expected = localizer.mapping_views.distance(out.camera_to_world)
     assert out.mapping_view_distance_m == pytest.approx(expected) and 0 <= expected < 1.0
+    # the statistics it was computed from come with it (the texture of every inlier included)
+    assert out.statistics["texture"].shape == (out.statistics["inliers"],)
+    np.testing.assert_allclose(covariance_from_residuals(out.statistics, out.num_cells, out.K_network,
+                                                         out.camera_to_world, localizer.options.covariance,
+                                                         expected), out.covariance, rtol=1e-12)
 
     path = tmp_path / "map.pt"
     shutil.copy(tiny_scene.map_path, path)
