@@ -6,6 +6,7 @@ package.xml, launch/ and config/) as data_files.
 """
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
@@ -20,6 +21,12 @@ def _native_extensions():
         return []
     from pybind11.setup_helpers import Pybind11Extension
 
+    # libstdc++ is linked in and hidden on Linux: an extension built by a g++ newer than the libstdc++
+    # that torch loads first crashed at import (SIGSEGV in iostream code, seen with /opt/gcc on a GPU
+    # machine); with its own hidden copy it no longer depends on which libstdc++ the process has.
+    link_args = ["-pthread"]
+    if sys.platform.startswith("linux"):
+        link_args += ["-static-libstdc++", "-Wl,--exclude-libs,ALL", "-Wl,-Bsymbolic"]
     include_dirs = [os.path.join("dsac_native", "include")]
     for candidate in ("/usr/include/eigen3", "/usr/local/include/eigen3"):
         if os.path.isdir(candidate):
@@ -32,7 +39,7 @@ def _native_extensions():
             depends=sorted(glob.glob(os.path.join("dsac_native", "include", "dsac_native", "*.hpp"))),  # a header change rebuilds
             cxx_std=17,
             extra_compile_args=["-O3", "-fvisibility=hidden"],
-            extra_link_args=["-pthread"],
+            extra_link_args=link_args,
         )
     ]
 

@@ -15,6 +15,9 @@ Entry points:
 Bad shapes, dtypes, non-contiguous arrays, non-positive or non-finite focal lengths and invalid
 options raise ``ValueError``. Degenerate data (fewer than 4 finite cells, collinear points, no
 hypothesis) returns ``success=False`` with an identity pose. The GIL is released while solving.
+
+``kernel_isa()`` says which copies of the scoring kernels run: ``"avx2"`` where the CPU has it,
+else ``"baseline"``; ``DSAC_NATIVE_ISA=baseline`` in the environment forces the baseline copies.
 """
 from ._dsac_native import (  # noqa: F401
     Options,
@@ -24,6 +27,7 @@ from ._dsac_native import (  # noqa: F401
     estimate_pose_from_correspondences,
     estimate_pose_from_correspondences_with_options,
     estimate_pose_with_options,
+    kernel_isa,
 )
 
 __all__ = [
@@ -34,4 +38,5 @@ __all__ = [
     "estimate_pose_from_correspondences",
     "estimate_pose_from_correspondences_with_options",
     "estimate_pose_with_options",
+    "kernel_isa",
 ]

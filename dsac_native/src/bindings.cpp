@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "dsac_native/dsac_native.hpp"
+#include "dsac_native/kernels.hpp"
 
 namespace py = pybind11;
 using namespace dsac_native;
@@ -205,4 +206,6 @@ PYBIND11_MODULE(_dsac_native, m) {
   m.def("estimate_pose_from_correspondences_with_options", &correspondences_with_options, py::arg("pixels"),
         py::arg("points"), py::arg("fx"), py::arg("fy"), py::arg("cx"), py::arg("cy"),
         py::arg("options") = Options(), "estimate_pose_from_correspondences with an Options object.");
+  m.def("kernel_isa", &dsac_native::kernel_isa,
+        "'avx2' or 'baseline': the scoring kernels this process runs (DSAC_NATIVE_ISA=baseline forces baseline).");
 }

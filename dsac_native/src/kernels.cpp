@@ -4,6 +4,7 @@
 #include "dsac_native/kernels.hpp"
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -18,10 +19,13 @@ constexpr int kW = 8;
 static_assert(kLanes == 2 * kW, "two vectors per step");
 
 #define DSAC_INLINE inline __attribute__((always_inline))
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(DSAC_NATIVE_NO_CLONES)
-#define DSAC_CLONES __attribute__((target_clones("avx2", "default")))
+// The AVX2 copies are picked by an explicit CPU check on the first call rather than by GCC's
+// target_clones (an ifunc): it works with Clang too, and DSAC_NATIVE_ISA=baseline lets a test run the
+// baseline copies on an AVX2 machine. DSAC_NATIVE_NO_CLONES at build time leaves only the baseline.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(DSAC_NATIVE_NO_CLONES)
+#define DSAC_X86_DISPATCH 1
 #else
-#define DSAC_CLONES
+#define DSAC_X86_DISPATCH 0
 #endif
 
 DSAC_INLINE vf load(const float* p) {
@@ -96,7 +100,7 @@ DSAC_INLINE vf soft_step(const CellsF& c, const PoseF& P, int i, const SoftScore
   return q.front ? clamped : zero;
 }
 
-DSAC_CLONES int count_kernel(const CellsF& c, const PoseF& P, float thr2, int begin, int end) {
+DSAC_INLINE int count_body(const CellsF& c, const PoseF& P, float thr2, int begin, int end) {
   vi acc0 = vi{0, 0, 0, 0, 0, 0, 0, 0}, acc1 = acc0;
   const vf t2 = splat(thr2);
   for (int i = begin; i < end; i += kLanes) {
@@ -108,7 +112,7 @@ DSAC_CLONES int count_kernel(const CellsF& c, const PoseF& P, float thr2, int be
   return total;
 }
 
-DSAC_CLONES double soft_kernel(const CellsF& c, const PoseF& P, const SoftScoreParams& s, int begin, int n) {
+DSAC_INLINE double soft_body(const CellsF& c, const PoseF& P, const SoftScoreParams& s, int begin, int n) {
   // float lanes summed per block of 1024 cells into a double, so long grids keep precision
   double total = 0.0;
   for (int block = begin; block < n; block += 1024) {
@@ -124,7 +128,39 @@ DSAC_CLONES double soft_kernel(const CellsF& c, const PoseF& P, const SoftScoreP
   return total;
 }
 
+int count_baseline(const CellsF& c, const PoseF& P, float thr2, int begin, int end) {
+  return count_body(c, P, thr2, begin, end);
+}
+double soft_baseline(const CellsF& c, const PoseF& P, const SoftScoreParams& s, int begin, int n) {
+  return soft_body(c, P, s, begin, n);
+}
+#if DSAC_X86_DISPATCH
+__attribute__((target("avx2"))) int count_avx2(const CellsF& c, const PoseF& P, float thr2, int begin, int end) {
+  return count_body(c, P, thr2, begin, end);
+}
+__attribute__((target("avx2"))) double soft_avx2(const CellsF& c, const PoseF& P, const SoftScoreParams& s,
+                                                 int begin, int n) {
+  return soft_body(c, P, s, begin, n);
+}
+#endif
+
+bool use_avx2() {
+#if DSAC_X86_DISPATCH
+  static const bool avx2 = [] {
+    const char* isa = std::getenv("DSAC_NATIVE_ISA");
+    if (isa != nullptr && std::strcmp(isa, "baseline") == 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return avx2;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
+
+const char* kernel_isa() { return use_avx2() ? "avx2" : "baseline"; }
 
 CellsF make_cells(const double* pixels, const double* points, int n, const std::vector<int>& indices,
                   const Eigen::Vector3d& centre) {
@@ -164,11 +200,17 @@ PoseF make_pose_f(const Pose& pose, const Eigen::Vector3d& centre, const Intrins
 }
 
 int count_inliers_f(const CellsF& cells, const PoseF& pose, float thr2, int begin, int end) {
-  return count_kernel(cells, pose, thr2, begin, end);
+#if DSAC_X86_DISPATCH
+  if (use_avx2()) return count_avx2(cells, pose, thr2, begin, end);
+#endif
+  return count_baseline(cells, pose, thr2, begin, end);
 }
 
 double soft_score_sum_f(const CellsF& cells, const PoseF& pose, const SoftScoreParams& p, int begin, int end) {
-  return soft_kernel(cells, pose, p, begin, end);
+#if DSAC_X86_DISPATCH
+  if (use_avx2()) return soft_avx2(cells, pose, p, begin, end);
+#endif
+  return soft_baseline(cells, pose, p, begin, end);
 }
 
 }  // namespace dsac_native

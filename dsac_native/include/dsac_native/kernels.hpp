@@ -3,7 +3,8 @@
 // (so float32 keeps sub-millimetre precision for large world coordinates) and padded with NaN
 // points to a multiple of kLanes (NaN cells count as "behind the camera": they add nothing).
 // The kernels use GCC/Clang vector extensions and are compiled twice (AVX2 and baseline x86-64),
-// picked at load time, so the extension runs on any x86-64 CPU.
+// picked on the first call by a CPU check, so the extension runs on any x86-64 CPU. The environment
+// variable DSAC_NATIVE_ISA=baseline forces the baseline copies (read once per process).
 #pragma once
 
 #include <vector>
@@ -43,5 +44,8 @@ struct SoftScoreParams {
 // sqrt(emax2) contribute clamp_term; every term is < 1. Cells [begin, end) (multiples of kLanes,
 // end <= padded_size()). Not scaled by alpha / num_cells.
 double soft_score_sum_f(const CellsF& cells, const PoseF& pose, const SoftScoreParams& p, int begin, int end);
+
+// "avx2" or "baseline": the kernel copies this process uses.
+const char* kernel_isa();
 
 }  // namespace dsac_native
