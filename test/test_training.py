@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 
 import numpy as np
@@ -168,6 +169,62 @@ def test_augment_scale_range():
     assert min(heights) >= int(40 / 1.5) and max(heights) <= 60 and len(heights) > 5
 
 
+def _plane_view(K, cam_to_world, h, w, plane_z=3.0):
+    """Analytic image (the texture of the world plane z = plane_z) and z-depth seen by a camera."""
+    v, u = np.mgrid[0:h, 0:w] + 0.5
+    rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T @ cam_to_world[:3, :3].T
+    lam = (plane_z - cam_to_world[2, 3]) / rays[..., 2]
+    X = cam_to_world[:3, 3] + lam[..., None] * rays
+    texture = np.sin(3.0 * X[..., 0]) * np.cos(2.0 * X[..., 1]) + 0.5 * np.sin(5.0 * X[..., 0] + 4.0 * X[..., 1])
+    depth = (X - cam_to_world[:3, 3]) @ cam_to_world[:3, 2]  # z in the camera
+    return texture.astype(np.float32), depth.astype(np.float32)
+
+
+def test_novel_view_matches_a_rendering_from_the_new_pose():
+    """On a textured plane, the novel view's image and depth equal the plane seen from its new pose."""
+    h, w = 96, 128
+    K = np.array([[110.0, 0, 62.0], [0, 105.0, 49.0], [0, 0, 1]])
+    pose = np.eye(4)
+    image, depth = _plane_view(K, pose, h, w)
+    aug = augment.AugmentedImage(torch.from_numpy(image)[None, None], K, pose, np.ones((h, w), bool), depth)
+    rng = np.random.default_rng(3)
+    out = augment.novel_view(aug, rng, max_offset_m=0.4, max_yaw_deg=12.0)
+    assert out is not None and out.image.shape == (1, 1, h, w)
+    moved = np.linalg.norm(out.cam_to_world[:3, 3] - pose[:3, 3])
+    turned = np.degrees(np.arccos(np.clip((np.trace(out.cam_to_world[:3, :3]) - 1) / 2, -1, 1)))
+    assert 0.01 < moved <= 0.4 and 0.1 < turned <= 12.0
+    np.testing.assert_allclose(out.cam_to_world[:3, :3] @ out.cam_to_world[:3, :3].T, np.eye(3), atol=1e-12)
+    truth, truth_depth = _plane_view(K, out.cam_to_world, h, w)
+    keep = out.mask
+    assert 0.3 < keep.mean() < 1.0  # trainable, minus what the source did not see and the margin
+    assert np.abs(out.image[0, 0].numpy()[keep] - truth[keep]).mean() < 0.02  # bilinear lookup error only
+    np.testing.assert_allclose(out.depth[keep], truth_depth[keep], rtol=0.02)
+    assert (out.depth[~keep] == 0).all()
+
+
+def test_novel_view_masks_what_the_source_does_not_see():
+    """A box in front of the plane hides part of it: once the camera moves, the uncovered plane has no
+    source pixel and must not be trained on, and without depth there is no novel view."""
+    h, w = 96, 128
+    K = np.array([[110.0, 0, 64.0], [0, 110.0, 48.0], [0, 0, 1]])
+    image, depth = _plane_view(K, np.eye(4), h, w)
+    depth[30:66, 50:78] = 1.0  # a box 1 m away covers the middle of the image
+    image[30:66, 50:78] = 2.0
+    aug = augment.AugmentedImage(torch.from_numpy(image)[None, None], K, np.eye(4), np.ones((h, w), bool), depth)
+    rng = np.random.default_rng(0)
+    out = None
+    while out is None:
+        out = augment.novel_view(aug, rng, max_offset_m=0.3, max_yaw_deg=0.0)
+    truth, _ = _plane_view(K, out.cam_to_world, h, w)
+    plane = out.mask & (out.depth > 2.0)
+    assert plane.sum() > 1000
+    assert np.abs(out.image[0, 0].numpy()[plane] - truth[plane]).mean() < 0.02  # no box pixels on the plane
+    with pytest.raises(ValueError, match="depth"):
+        augment.novel_view(augment.AugmentedImage(aug.image, K, np.eye(4), aug.mask), rng, 0.3, 10.0)
+    far = [augment.novel_view(aug, rng, max_offset_m=50.0, max_yaw_deg=0.0) for _ in range(10)]
+    assert sum(view is None for view in far) >= 7  # metres away, the frame hardly overlaps: no view
+
+
 # --------------------------------------------------------------------------- buffer
 
 
@@ -204,6 +261,47 @@ def test_buffer_rows_match_the_encoder():
         np.testing.assert_allclose(buf.world_to_cam[row].numpy(), np.linalg.inv(data.poses[i])[:3], atol=1e-6)
         np.testing.assert_allclose(buf.K[row].numpy(), data.K, atol=1e-5)
         np.testing.assert_allclose(buf.K_inv[row].numpy() @ buf.K[row].numpy(), np.eye(3), atol=1e-5)
+
+
+def test_buffer_rows_from_novel_views_carry_their_own_pose_and_depth(tmp_path, caplog):
+    """novel_view_ratio 1: every row comes from a re-rendered view, with that view's pose (near its
+    frame's) and depth; ratio 0 leaves the buffer as it was; a split without depth trains without them."""
+    from glace_core.encoder_registry import resolve_encoder
+    from glace_core.training import train_map
+
+    torch.set_num_threads(1)
+    data = random_dataset(n=3, h=64, w=96)
+    data.depths = np.full((3, 64, 96), 2.0, np.float32)  # a wall 2 m ahead of every frame
+    encoder = resolve_encoder("ace-random:0")
+
+    def build(**novel):
+        return buffer_mod.build_training_buffer(
+            data, [0, 1, 2], encoder, buffer_size=120, samples_per_image=20, image_resolution=64, use_aug=False,
+            aug_scale=1.5, aug_rotation=15, device=torch.device("cpu"), rng=np.random.default_rng(0),
+            generator=torch.Generator().manual_seed(0), progress=False, use_depth=True, **novel)
+
+    plain, off = build(), build(novel_view_ratio=0.0)
+    torch.testing.assert_close(plain.features, off.features)
+    torch.testing.assert_close(plain.world_to_cam, off.world_to_cam)
+    novel = build(novel_view_ratio=1.0, novel_view_offset=0.1, novel_view_yaw=5.0)
+    for row in range(0, 120, 5):
+        i = int(novel.img_idx[row])
+        w2c = novel.world_to_cam[row].double().numpy()
+        centre = -w2c[:, :3].T @ w2c[:, 3]
+        distance = np.linalg.norm(centre - data.poses[i][:3, 3])
+        assert 1e-4 < distance <= 0.1 + 1e-5  # a camera of its own, near the frame's
+        x, y = ((novel.target_px[row].numpy() - 4) / 8).astype(int)
+        point = data.poses[i][:3, :3] @ np.array([0.0, 0.0, 2.0]) + data.poses[i][:3, 3]  # on the wall ...
+        normal = data.poses[i][:3, 2]
+        ray = np.linalg.inv(w2c[:, :3]) @ np.linalg.inv(novel.K[row].double().numpy()) @ [8 * x + 4, 8 * y + 4, 1.0]
+        hit = ((point - centre) @ normal) / (ray @ normal)  # ... seen along the cell's ray: its depth
+        assert float(novel.target_depth[row]) == pytest.approx(hit * (w2c[2, :3] @ ray), rel=0.02)
+    config = TrainConfig.from_preset("cpu", encoder_path="ace-random:0", image_resolution=32, max_iterations=2,
+                                     batch_size=512, training_buffer_size=1024, head_channels=32,
+                                     num_clusters=None, device="cpu", novel_view_ratio=0.5)
+    with caplog.at_level(logging.INFO, logger="glace_core.training.trainer"):
+        result = train_map(config, random_dataset(n=4, h=32, w=48), tmp_path / "m.pt", progress=False)
+    assert result.buffer_rows == 1024 and "novel views off" in caplog.text  # RGB only: trained without them
 
 
 # --------------------------------------------------------------------------- trainer helpers

@@ -56,6 +56,11 @@ HELP = {
                  "z-depth registered to the RGB image): off, auto (when there is one) or on (required)",
     "depth_loss_weight": "ours: weight of the 3D error (per metre) against the reprojection error (per px) "
                          "where depth supervises a cell",
+    "novel_view_ratio": "ours: probability that a training-buffer image is a novel view of a mapping frame, "
+                        "rendered from its depth from a camera moved and turned nearby (0: off; used only where "
+                        "the split has depth/)",
+    "novel_view_offset": "ours: max distance (m) of a novel view's camera from its mapping frame's",
+    "novel_view_yaw": "ours: max turn (degrees) of a novel view's camera about its own y (down) axis",
     "num_clusters": "split the mapping frames into this many KMeans clusters of camera positions; without "
                     "--cluster_idx, train one head per cluster and write them as one ensemble map",
     "cluster_idx": "train only on the frames of this cluster (with --num_clusters), as the reference",

@@ -11,6 +11,13 @@
 - Depth (optional, for ``use_depth``): resized to the network input and rolled like the mask
   (nearest neighbour, border 0 = unknown). z-depth is unchanged by both: scaling changes only K,
   and a roll about the optical axis keeps every point's z.
+- Novel views (ours, ``novel_view_ratio``; needs depth): the image re-rendered from a camera moved
+  by up to ``novel_view_offset`` metres and turned by up to ``novel_view_yaw`` degrees about its own
+  y (down) axis (``novel_view``): the depth is splatted into the new view (z-buffer, one-pixel
+  cracks closed with the nearest surface), each new pixel is looked up in the source image, and
+  pixels the source does not see (disocclusions, outside its frame, a depth that disagrees by more
+  than 5 %) are masked out, with a margin of ``NOVEL_VIEW_MARGIN`` px so that no trained cell's
+  features saw the hole fill.
 """
 from __future__ import annotations
 
@@ -21,6 +28,8 @@ import numpy as np
 import torch
 
 JITTER = 0.1  # brightness and contrast jitter (torchvision ColorJitter(0.1, 0.1) ranges)
+NOVEL_VIEW_MARGIN = 12  # px around pixels the source view does not see that are not trained on
+NOVEL_VIEW_MIN_VALID = 0.3  # a novel view keeps at least this fraction of trainable pixels, else none
 
 
 @dataclass
@@ -116,3 +125,84 @@ def augment_image(rgb: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, imag
     pose[:3, :3] = cam_to_world[:3, :3] @ rotation_z(angle)
     image = torch.from_numpy((gray - MEAN) / STD).float()[None, None]
     return AugmentedImage(image, K_net, pose, mask.astype(bool), net_depth)
+
+
+def rotation_y(angle_deg: float) -> np.ndarray:
+    """(3, 3) rotation by ``angle_deg`` about the y axis: ``[[c, 0, s], [0, 1, 0], [-s, 0, c]]``."""
+    a = np.deg2rad(angle_deg)
+    c, s = np.cos(a), np.sin(a)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def _pixel_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(h, w, 3) K^-1 (u, v, 1) at pixel centres (u, v) = (x + 0.5, y + 0.5)."""
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    return np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
+
+
+def _project(points: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(..., 3) camera points -> continuous pixel u, v and z (u, v nan where z <= 0)."""
+    z = points[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zs = np.where(z > 1e-6, z, np.nan)
+        u = K[0, 0] * points[..., 0] / zs + K[0, 2]
+        v = K[1, 1] * points[..., 1] / zs + K[1, 2]
+    return u, v, z
+
+
+def novel_view(aug: AugmentedImage, rng: np.random.Generator, max_offset_m: float,
+               max_yaw_deg: float) -> AugmentedImage | None:
+    """``aug`` re-rendered from a nearby camera (module docstring), or None when fewer than
+    ``NOVEL_VIEW_MIN_VALID`` of its pixels would be trainable.
+
+    aug: needs ``depth`` (H, W) metres (0 = unknown) at the network input. The new camera is
+    ``cam_to_world @ [R_y(yaw) | offset]``, offset uniform in the ball of radius ``max_offset_m`` (in
+    the camera's frame), yaw ~ U(-max_yaw_deg, max_yaw_deg). Returns the same K and image size, the
+    new pose, mask and depth (0 where masked).
+    """
+    if aug.depth is None:
+        raise ValueError("novel views need the mapping frame's depth (the split's depth/ folder)")
+    if max_offset_m < 0 or max_yaw_deg < 0:
+        raise ValueError(f"novel_view_offset and novel_view_yaw must be >= 0, got {max_offset_m}, {max_yaw_deg}")
+
+    K = np.asarray(aug.K, dtype=np.float64)
+    src = aug.image[0, 0].numpy().astype(np.float32)
+    h, w = src.shape
+    depth = np.asarray(aug.depth, dtype=np.float32)
+    known = (depth > 0) & aug.mask
+    direction = rng.normal(size=3)
+    offset = direction / max(np.linalg.norm(direction), 1e-12) * max_offset_m * rng.uniform() ** (1 / 3)
+    R = rotation_y(rng.uniform(-max_yaw_deg, max_yaw_deg))  # new camera's axes in the source camera's frame
+
+    # 1. splat the source surface into the new view (nearest pixel, smallest z wins)
+    rays = _pixel_rays(K, h, w)
+    points = rays[known] * depth[known][:, None]  # (n, 3) in the source camera
+    u, v, z = _project((points - offset) @ R, K)
+    inside = np.isfinite(u) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    target = np.full(h * w, np.inf, dtype=np.float64)
+    np.minimum.at(target, np.floor(v[inside]).astype(np.int64) * w + np.floor(u[inside]).astype(np.int64), z[inside])
+    target = target.reshape(h, w).astype(np.float32)
+    cracks = ~np.isfinite(target)
+    closed = cv2.erode(np.where(cracks, np.float32(np.inf), target), np.ones((3, 3), np.uint8))
+    target = np.where(cracks, closed, target)
+    # 2. look every new pixel up in the source image; keep it where the source sees that surface
+    new_depth = np.where(np.isfinite(target), target, 0.0).astype(np.float32)
+    points_new = _pixel_rays(K, h, w) * new_depth[..., None]
+    su, sv, sz = _project(points_new @ R.T + offset, K)
+    map_x = np.nan_to_num(su - 0.5, nan=-1.0).astype(np.float32)
+    map_y = np.nan_to_num(sv - 0.5, nan=-1.0).astype(np.float32)
+    image = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    seen = cv2.remap(depth * known, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    with np.errstate(invalid="ignore"):
+        valid = (new_depth > 0) & (seen > 0) & (np.abs(seen - sz) <= 0.05 * sz)
+    valid &= (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+    image = np.where(valid, image, 0.0).astype(np.float32)  # holes: the normalised mean grey
+    kernel = np.ones((2 * NOVEL_VIEW_MARGIN + 1, 2 * NOVEL_VIEW_MARGIN + 1), np.uint8)
+    trainable = cv2.erode(valid.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
+    if trainable.mean() < NOVEL_VIEW_MIN_VALID:
+        return None
+    pose = np.asarray(aug.cam_to_world, dtype=np.float64).copy()
+    pose[:3, 3] = pose[:3, :3] @ offset + pose[:3, 3]
+    pose[:3, :3] = pose[:3, :3] @ R
+    return AugmentedImage(torch.from_numpy(image)[None, None], K.copy(), pose, trainable,
+                          np.where(trainable, new_depth, 0.0).astype(np.float32))

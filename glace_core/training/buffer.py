@@ -26,7 +26,7 @@ from torch import nn
 
 from glace_core.geometry import cell_centres
 from glace_core.head_ensemble import routing_descriptor
-from glace_core.training.augment import augment_image
+from glace_core.training.augment import augment_image, novel_view
 
 _logger = logging.getLogger(__name__)
 #: Without augmentation, the fp16 features of up to this many bytes of frames are kept between passes.
@@ -76,11 +76,16 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                           aug_rotation: float, device: torch.device, rng: np.random.Generator,
                           generator: torch.Generator, progress: bool = True,
                           descriptor_sink: dict[int, torch.Tensor] | None = None,
-                          use_depth: bool = False) -> TrainingBuffer:
+                          use_depth: bool = False, novel_view_ratio: float = 0.0, novel_view_offset: float = 0.3,
+                          novel_view_yaw: float = 15.0) -> TrainingBuffer:
     """Fill a TrainingBuffer of ``buffer_size`` rows from the frames ``frame_indices`` of ``dataset``
     (anything with ``load_rgb(i)`` and ``[i]`` giving ``pose`` (4, 4) cam-to-world and ``K`` (3, 3)).
 
     use_depth: fill ``target_depth`` from ``dataset.load_depth_m(i)`` (H, W) metres; otherwise it is 0.
+
+    novel_view_ratio: the probability that a frame's rows come from a novel view of it
+    (``augment.novel_view``, up to ``novel_view_offset`` m and ``novel_view_yaw`` degrees away; needs
+    the frame's depth) instead of the frame itself. 0 (the default) draws nothing from ``rng`` for it.
 
     descriptor_sink: without augmentation, receives ``{frame index: routing descriptor (D,)}`` of
     every frame encoded (``glace_core.head_ensemble.routing_descriptor``), so an ensemble's routing
@@ -115,7 +120,7 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                     aug, feats = cache[int(i)]
                 else:
                     frame = dataset[int(i)]
-                    depth = dataset.load_depth_m(int(i)) if use_depth else None
+                    depth = dataset.load_depth_m(int(i)) if use_depth or novel_view_ratio > 0 else None
                     aug = augment_image(dataset.load_rgb(int(i)), frame.K, frame.pose, image_resolution,
                                         use_aug=use_aug, aug_scale=aug_scale, aug_rotation=aug_rotation, rng=rng,
                                         depth=depth)
@@ -127,22 +132,28 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                         feats = feats.to(torch.float16)
                         cache[int(i)] = (aug, feats)
                         cached_bytes += feats.numel() * 2
-                grid = tuple(feats.shape[-2:])
-                valid = torch.from_numpy(cell_mask(aug.mask, grid, stride).reshape(-1).astype(np.float32))
+                view, view_feats = aug, feats
+                if novel_view_ratio > 0 and rng.random() < novel_view_ratio:
+                    novel = novel_view(aug, rng, novel_view_offset, novel_view_yaw)
+                    if novel is not None:
+                        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                            view, view_feats = novel, encoder(novel.image.to(device))
+                grid = tuple(view_feats.shape[-2:])
+                valid = torch.from_numpy(cell_mask(view.mask, grid, stride).reshape(-1).astype(np.float32))
                 if valid.sum() == 0:
                     continue
                 n = min(samples_per_image, buffer_size - filled)
                 cells = torch.multinomial(valid, n, replacement=True, generator=generator)
                 rows = slice(filled, filled + n)
-                buf.features[rows] = feats[0].reshape(channels, -1)[:, cells.to(device)].t().to(torch.float16)
+                buf.features[rows] = view_feats[0].reshape(channels, -1)[:, cells.to(device)].t().to(torch.float16)
                 buf.target_px[rows] = torch.from_numpy(cell_targets(grid, stride))[cells].to(device)
-                w2c = np.linalg.inv(aug.cam_to_world)[:3]
+                w2c = np.linalg.inv(view.cam_to_world)[:3]
                 buf.world_to_cam[rows] = torch.from_numpy(w2c).float().to(device)
-                buf.K[rows] = torch.from_numpy(aug.K).float().to(device)
-                buf.K_inv[rows] = torch.from_numpy(np.linalg.inv(aug.K)).float().to(device)
+                buf.K[rows] = torch.from_numpy(view.K).float().to(device)
+                buf.K_inv[rows] = torch.from_numpy(np.linalg.inv(view.K)).float().to(device)
                 buf.img_idx[rows] = int(i)
-                if aug.depth is not None:
-                    cell_depth = torch.from_numpy(cell_mask(aug.depth, grid, stride).reshape(-1).astype(np.float32))
+                if use_depth and view.depth is not None:
+                    cell_depth = torch.from_numpy(cell_mask(view.depth, grid, stride).reshape(-1).astype(np.float32))
                     buf.target_depth[rows] = cell_depth[cells].to(device)
                 filled += n
                 added_this_pass += n

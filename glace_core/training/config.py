@@ -106,6 +106,10 @@ class TrainConfig:
     # ours: depth supervision from the mapping split's depth/ (z-depth registered to the RGB image)
     use_depth: str = "off"  # one of DEPTH_MODES: off | auto (when the split has depth/) | on (required)
     depth_loss_weight: float = 10.0  # loss per metre of 3D error where depth is known (against px)
+    # ours: novel views of the mapping frames rendered from their depth (training/augment.novel_view)
+    novel_view_ratio: float = 0.0  # probability that a buffer image is a novel view (0: off; only with depth/)
+    novel_view_offset: float = 0.3  # max distance (m) of a novel view's camera from the frame's
+    novel_view_yaw: float = 15.0  # max turn (degrees) of a novel view's camera about its y axis
     # training on one spatial cluster of the mapping frames
     num_clusters: Optional[int] = None  # split the training frames into this many KMeans clusters
     cluster_idx: Optional[int] = None  # train only on the frames of this cluster (None: an ensemble of all)
@@ -166,6 +170,11 @@ class TrainConfig:
         if self.repro_loss_schedule not in LOSS_SCHEDULES:
             raise ValueError(f"repro_loss_schedule must be one of {LOSS_SCHEDULES}, "
                              f"got {self.repro_loss_schedule!r}")
+        if not 0.0 <= self.novel_view_ratio <= 1.0:
+            raise ValueError(f"novel_view_ratio must be in [0, 1], got {self.novel_view_ratio}")
+        if self.novel_view_offset < 0 or self.novel_view_yaw < 0:
+            raise ValueError("novel_view_offset and novel_view_yaw must be >= 0, got "
+                             f"{self.novel_view_offset}, {self.novel_view_yaw}")
         if self.use_depth not in DEPTH_MODES:
             raise ValueError(f"use_depth must be one of {DEPTH_MODES}, got {self.use_depth!r}")
         if not self.depth_loss_weight >= 0:

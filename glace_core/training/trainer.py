@@ -379,6 +379,11 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
             raise ValueError(f"--global_feat is True but the mapping split has no {config.feat_name}; run "
                              "glace-extract-features on the scene first, or pass --global_feat False")
     use_depth = depth_supervision(config, dataset)
+    novel_view_ratio = config.novel_view_ratio if getattr(dataset, "has_depth", False) else 0.0
+    if rank == 0 and config.novel_view_ratio > 0:
+        _logger.info("novel views %s (--novel_view_ratio %g; they are rendered from the mapping split's depth/, "
+                     "which it %s)", "on" if novel_view_ratio else "off", config.novel_view_ratio,
+                     "has" if novel_view_ratio else "does not have")
     if rank == 0:
         split_has = "has depth/" if getattr(dataset, "has_depth", False) else "has no depth/"
         _logger.info("depth supervision %s (--use_depth %s; the mapping split %s)", "on" if use_depth else "off",
@@ -393,7 +398,9 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
         dataset, plan.frames, encoder, buffer_size=config.training_buffer_size,
         samples_per_image=config.samples_per_image, image_resolution=config.image_resolution,
         use_aug=config.use_aug, aug_scale=config.aug_scale, aug_rotation=config.aug_rotation, device=device,
-        rng=rng, generator=cpu_generator, progress=show, descriptor_sink=descriptor_sink, use_depth=use_depth)
+        rng=rng, generator=cpu_generator, progress=show, descriptor_sink=descriptor_sink, use_depth=use_depth,
+        novel_view_ratio=novel_view_ratio, novel_view_offset=config.novel_view_offset,
+        novel_view_yaw=config.novel_view_yaw)
     descriptors = None
     if plan.ensemble:
         descriptors = routing_descriptors(dataset, plan.frames, encoder, config.image_resolution, device,
