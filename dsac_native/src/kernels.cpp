@@ -128,12 +128,6 @@ DSAC_INLINE double soft_body(const CellsF& c, const PoseF& P, const SoftScorePar
   return total;
 }
 
-int count_baseline(const CellsF& c, const PoseF& P, float thr2, int begin, int end) {
-  return count_body(c, P, thr2, begin, end);
-}
-double soft_baseline(const CellsF& c, const PoseF& P, const SoftScoreParams& s, int begin, int n) {
-  return soft_body(c, P, s, begin, n);
-}
 #if DSAC_X86_DISPATCH
 __attribute__((target("avx2"))) int count_avx2(const CellsF& c, const PoseF& P, float thr2, int begin, int end) {
   return count_body(c, P, thr2, begin, end);
@@ -203,14 +197,14 @@ int count_inliers_f(const CellsF& cells, const PoseF& pose, float thr2, int begi
 #if DSAC_X86_DISPATCH
   if (use_avx2()) return count_avx2(cells, pose, thr2, begin, end);
 #endif
-  return count_baseline(cells, pose, thr2, begin, end);
+  return count_body(cells, pose, thr2, begin, end);
 }
 
 double soft_score_sum_f(const CellsF& cells, const PoseF& pose, const SoftScoreParams& p, int begin, int end) {
 #if DSAC_X86_DISPATCH
   if (use_avx2()) return soft_avx2(cells, pose, p, begin, end);
 #endif
-  return soft_baseline(cells, pose, p, begin, end);
+  return soft_body(cells, pose, p, begin, end);
 }
 
 }  // namespace dsac_native

@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import torch
 
+from glace_core.geometry import backproject, invert_pose, project_camera_points
+
 JITTER = 0.1  # brightness and contrast jitter (torchvision ColorJitter(0.1, 0.1) ranges)
 NOVEL_VIEW_MARGIN = 12  # px around pixels the source view does not see that are not trained on
 NOVEL_VIEW_MIN_VALID = 0.3  # a novel view keeps at least this fraction of trainable pixels, else none
@@ -134,22 +136,6 @@ def rotation_y(angle_deg: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def _pixel_rays(K: np.ndarray, h: int, w: int) -> np.ndarray:
-    """(h, w, 3) K^-1 (u, v, 1) at pixel centres (u, v) = (x + 0.5, y + 0.5)."""
-    v, u = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
-    return np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(K).T
-
-
-def _project(points: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(..., 3) camera points -> continuous pixel u, v and z (u, v nan where z <= 0)."""
-    z = points[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        zs = np.where(z > 1e-6, z, np.nan)
-        u = K[0, 0] * points[..., 0] / zs + K[0, 2]
-        v = K[1, 1] * points[..., 1] / zs + K[1, 2]
-    return u, v, z
-
-
 def novel_view(aug: AugmentedImage, rng: np.random.Generator, max_offset_m: float,
                max_yaw_deg: float) -> AugmentedImage | None:
     """``aug`` re-rendered from a nearby camera (module docstring), or None when fewer than
@@ -172,12 +158,14 @@ def novel_view(aug: AugmentedImage, rng: np.random.Generator, max_offset_m: floa
     known = (depth > 0) & aug.mask
     direction = rng.normal(size=3)
     offset = direction / max(np.linalg.norm(direction), 1e-12) * max_offset_m * rng.uniform() ** (1 / 3)
-    R = rotation_y(rng.uniform(-max_yaw_deg, max_yaw_deg))  # new camera's axes in the source camera's frame
+    new_to_src = np.eye(4)  # the new camera in the source camera's frame
+    new_to_src[:3, :3] = rotation_y(rng.uniform(-max_yaw_deg, max_yaw_deg))
+    new_to_src[:3, 3] = offset
 
     # 1. splat the source surface into the new view (nearest pixel, smallest z wins)
-    rays = _pixel_rays(K, h, w)
-    points = rays[known] * depth[known][:, None]  # (n, 3) in the source camera
-    u, v, z = _project((points - offset) @ R, K)
+    points = backproject(np.where(known, depth, 0.0), K, invert_pose(new_to_src))[known]  # (n, 3) new camera
+    px, z = project_camera_points(points, K)
+    u, v = px[:, 0], px[:, 1]
     inside = np.isfinite(u) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
     target = np.full(h * w, np.inf, dtype=np.float64)
     np.minimum.at(target, np.floor(v[inside]).astype(np.int64) * w + np.floor(u[inside]).astype(np.int64), z[inside])
@@ -187,10 +175,10 @@ def novel_view(aug: AugmentedImage, rng: np.random.Generator, max_offset_m: floa
     target = np.where(cracks, closed, target)
     # 2. look every new pixel up in the source image; keep it where the source sees that surface
     new_depth = np.where(np.isfinite(target), target, 0.0).astype(np.float32)
-    points_new = _pixel_rays(K, h, w) * new_depth[..., None]
-    su, sv, sz = _project(points_new @ R.T + offset, K)
-    map_x = np.nan_to_num(su - 0.5, nan=-1.0).astype(np.float32)
-    map_y = np.nan_to_num(sv - 0.5, nan=-1.0).astype(np.float32)
+    spx, sz = project_camera_points(backproject(new_depth, K, new_to_src).reshape(-1, 3), K)
+    map_x = np.nan_to_num(spx[:, 0].reshape(h, w) - 0.5, nan=-1.0).astype(np.float32)
+    map_y = np.nan_to_num(spx[:, 1].reshape(h, w) - 0.5, nan=-1.0).astype(np.float32)
+    sz = sz.reshape(h, w)
     image = cv2.remap(src, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     seen = cv2.remap(depth * known, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     with np.errstate(invalid="ignore"):
@@ -201,8 +189,6 @@ def novel_view(aug: AugmentedImage, rng: np.random.Generator, max_offset_m: floa
     trainable = cv2.erode(valid.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=1).astype(bool)
     if trainable.mean() < NOVEL_VIEW_MIN_VALID:
         return None
-    pose = np.asarray(aug.cam_to_world, dtype=np.float64).copy()
-    pose[:3, 3] = pose[:3, :3] @ offset + pose[:3, 3]
-    pose[:3, :3] = pose[:3, :3] @ R
+    pose = np.asarray(aug.cam_to_world, dtype=np.float64) @ new_to_src
     return AugmentedImage(torch.from_numpy(image)[None, None], K.copy(), pose, trainable,
                           np.where(trainable, new_depth, 0.0).astype(np.float32))

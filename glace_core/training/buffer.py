@@ -105,6 +105,11 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
         K_inv=torch.empty(buffer_size, 3, 3, dtype=torch.float32, device=device),
         img_idx=torch.empty(buffer_size, dtype=torch.int64, device=device),
         target_depth=torch.zeros(buffer_size, dtype=torch.float32, device=device))
+
+    def encode(image: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            return encoder(image.to(device))
+
     filled, passes = 0, 0
     cache: dict[int, tuple] = {}  # without augmentation every pass sees the same features: encode once
     cached_bytes = 0
@@ -124,8 +129,7 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                     aug = augment_image(dataset.load_rgb(int(i)), frame.K, frame.pose, image_resolution,
                                         use_aug=use_aug, aug_scale=aug_scale, aug_rotation=aug_rotation, rng=rng,
                                         depth=depth)
-                    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                        feats = encoder(aug.image.to(device))  # (1, C, h, w)
+                    feats = encode(aug.image)  # (1, C, h, w)
                     if descriptor_sink is not None and not use_aug:
                         descriptor_sink[int(i)] = routing_descriptor(feats)[0].cpu()
                     if not use_aug and cached_bytes + feats.numel() * 2 <= FEATURE_CACHE_BYTES:
@@ -136,8 +140,7 @@ def build_training_buffer(dataset, frame_indices: Sequence[int], encoder: nn.Mod
                 if novel_view_ratio > 0 and rng.random() < novel_view_ratio:
                     novel = novel_view(aug, rng, novel_view_offset, novel_view_yaw)
                     if novel is not None:
-                        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                            view, view_feats = novel, encoder(novel.image.to(device))
+                        view, view_feats = novel, encode(novel.image)
                 grid = tuple(view_feats.shape[-2:])
                 valid = torch.from_numpy(cell_mask(view.mask, grid, stride).reshape(-1).astype(np.float32))
                 if valid.sum() == 0:
