@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from glace_core.localizer import DEFAULT_EARLY_ACCEPT_RATIO, Localizer, LocalizerOptions, RansacOptions
+from glace_core.localizer import (DEFAULT_EARLY_ACCEPT_RATIO, DEFAULT_ENSEMBLE_FUSION, Localizer, LocalizerOptions,
+                                  RansacOptions)
 from glace_core.map_files import training_resolution
 from glace_core.map_predictor import DEFAULT_CANDIDATES
 
@@ -120,7 +121,8 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
                    global_features_checkpoint: str | os.PathLike | None = None, scene_name: str | None = None,
                    progress: bool = False, fast_inference: bool = True,
                    ensemble_candidates: int = DEFAULT_CANDIDATES, precision: str = "auto",
-                   early_accept_ratio: float = DEFAULT_EARLY_ACCEPT_RATIO, match_focal: bool = True) -> EvalResult:
+                   early_accept_ratio: float = DEFAULT_EARLY_ACCEPT_RATIO, match_focal: bool = True,
+                   ensemble_fusion: str = DEFAULT_ENSEMBLE_FUSION) -> EvalResult:
     """Localise every frame of ``scene`` (a scene folder, using ``split``, or any object with the
     SceneSplit interface) against the map at ``map_path`` with ``glace_core.localizer.Localizer``.
     Returns per-frame records and a summary. ``image_resolution`` None means the map's training
@@ -128,7 +130,8 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     solver's defaults; the same seed for every frame). ``fast_inference``: on CPU, the fused encoder
     and head of ``glace_core.fast_inference`` (same scene coordinates within 1e-4); False: the plain
     modules. ``ensemble_candidates``: heads of an ensemble map tried per frame (0: all);
-    ``early_accept_ratio``: the best-routed head is kept alone when its inlier share reaches it (0: off).
+    ``early_accept_ratio``: the best-routed head is kept alone when its inlier share reaches it (0: off);
+    ``ensemble_fusion``: how the candidates that run become one pose ("union" or "best", ``LocalizerOptions``).
     ``match_focal``: with ``image_resolution`` None, a test camera whose focal length differs from the
     mapping frames' is resized to match it (``LocalizerOptions.match_focal``).
     ``precision``: the CPU fast path's, one of ``glace_core.cpu_features.PRECISIONS`` ("auto": bf16
@@ -149,7 +152,8 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
         dataset = scene
         scene_name = scene_name or getattr(dataset, "name", "scene")
     options = LocalizerOptions(image_resolution=int(image_resolution or 0), ensemble_candidates=ensemble_candidates,
-                               early_accept_ratio=early_accept_ratio, global_mode="every_frame",
+                               early_accept_ratio=early_accept_ratio, ensemble_fusion=ensemble_fusion,
+                               global_mode="every_frame",
                                ransac=ransac or RansacOptions(), precision=precision, match_focal=bool(match_focal))
     localizer = Localizer.load(map_path, encoder_path, device, global_features_checkpoint,
                                fast_inference=fast_inference, options=options)

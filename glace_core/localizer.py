@@ -17,17 +17,20 @@ the benchmarks all localise through ``Localizer.localize``. One frame goes throu
 3. ``MapPredictor``: scene coordinates (3, h, w) per candidate head (one for a single head; the
    ``ensemble_candidates`` best-routed heads of an ensemble map), in ``LocalizerOptions.precision``
    on the CPU fast path (``glace_core.cpu_features``: bf16 where the CPU has it under "auto").
-4. ``dsac_native.estimate_pose`` on every candidate with the full fx, fy, cx, cy of the network
-   K; the candidate with the most inliers wins (a successful pose beats a failed one; ties keep
-   the better-routed head), ACE's rule for ensembles. Early accept (``early_accept_ratio``,
-   default 0.3): the best-routed head runs and is solved first, and when its inliers are at least
-   that share of the cells it is kept and the other candidates' heads never run (on the bench
-   scenes the second head then changed no frame's outcome; it runs on about 3 frames in 10).
-   Otherwise (or with 0) the other candidates run. With several candidates to solve and
+4. ``dsac_native.estimate_pose`` with the full fx, fy, cx, cy of the network K. Early accept
+   (``early_accept_ratio``, default 0.3): the best-routed head runs and is solved first, and when
+   its inliers are at least that share of the cells it is kept and the other candidates' heads
+   never run (it runs on about 3 frames in 10 of the bench scenes). Otherwise (or with 0) the other
+   candidates run, and ``ensemble_fusion`` makes one pose of them: "union" (the default) solves one
+   RANSAC over the cells of every candidate (``glace_core.ensemble_fusion``), so heads that agree
+   reinforce each other and a head that is wrong is outvoted; "best" solves each candidate and
+   keeps the one with the most inliers (a successful pose beats a failed one; ties keep the
+   better-routed head), ACE's rule for ensembles. With several candidates to solve and
    ``ransac.num_threads`` 0 (all cores) they are solved at the same time, one thread each, the
    cores shared among them (the solver releases the GIL; each solve has its own random generator
    from the seed, so the poses are those of the solves one after another).
-5. The residuals of the winner's cells under its pose (:func:`reprojection_statistics`) and the
+5. The residuals of the winner's cells under its pose (:func:`reprojection_statistics`; after
+   "union", the cells of the candidate head with the most inliers under the fused pose) and the
    6x6 pose covariance from them (``glace_core.pose_covariance``).
 
 RANSAC options (:class:`RansacOptions`) take their defaults from the native solver
@@ -72,23 +75,28 @@ from torch import nn
 
 from glace_core.cpu_features import PRECISIONS, resolve_precision
 from glace_core.devices import resolve_device
-from glace_core.geometry import cell_centres, check_K, invert_pose, project_camera_points, transform_points
+from glace_core.ensemble_fusion import ENSEMBLE_FUSIONS, FusedResult, fuse_candidates
+from glace_core.geometry import check_K
 from glace_core.global_descriptors import GLOBAL_MODES, GlobalDescriptorSource
 from glace_core.map_files import mapping_poses, training_focal, training_resolution
 from glace_core.map_predictor import DEFAULT_CANDIDATES, MapPredictor
-from glace_core.pose_covariance import CovarianceCalibration, MappingViews, cell_texture, covariance_from_residuals
+from glace_core.pose_covariance import (CovarianceCalibration, MappingViews, cell_texture, covariance_from_residuals,
+                                       reprojection_statistics)
 from glace_core.preprocess import (DEFAULT_RESOLUTION, FOCAL_STEP_PX, STD, network_resolution, preprocess_image,
                                   resized_shape)
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_EARLY_ACCEPT_RATIO", "GLOBAL_MODES", "LocalizationError", "RansacOptions", "LocalizerOptions",
+__all__ = ["DEFAULT_EARLY_ACCEPT_RATIO", "DEFAULT_ENSEMBLE_FUSION", "ENSEMBLE_FUSIONS", "GLOBAL_MODES", "LocalizationError", "RansacOptions", "LocalizerOptions",
            "Localization", "Localizer", "GlobalDescriptorSource", "reprojection_statistics"]
 
 _NATIVE = dsac_native.Options()
 #: LocalizerOptions.early_accept_ratio's default (BENCHMARKS.md "Early accept": on seven bench scenes
 #: the same number of frames within 5 cm/5 deg as running every candidate, the second head run on 29 %)
 DEFAULT_EARLY_ACCEPT_RATIO = 0.3
+#: LocalizerOptions.ensemble_fusion's default (BENCHMARKS.md "Fused candidates": the same poses where early
+#: accept keeps the first head, more within 5 cm/5 deg and 10 cm/10 deg where the frame's heads disagree)
+DEFAULT_ENSEMBLE_FUSION = "union"
 
 
 class LocalizationError(ValueError):
@@ -147,8 +155,13 @@ class LocalizerOptions:
     #: an ensemble frame's best-routed head is kept without running the other candidates when its
     #: RANSAC inliers are at least this share of the cells (0: every candidate always runs)
     early_accept_ratio: float = DEFAULT_EARLY_ACCEPT_RATIO
+    #: how an ensemble frame's candidates become one pose when more than one runs: "best" (ACE's rule,
+    #: the candidate with the most inliers) or "union" (one RANSAC over all their cells, ``ensemble_fusion``)
+    ensemble_fusion: str = DEFAULT_ENSEMBLE_FUSION
 
     def __post_init__(self):
+        if self.ensemble_fusion not in ENSEMBLE_FUSIONS:
+            raise ValueError(f"ensemble_fusion must be one of {ENSEMBLE_FUSIONS}, got {self.ensemble_fusion!r}")
         if not 0.0 <= float(self.early_accept_ratio) <= 1.0:
             raise ValueError(f"early_accept_ratio must be in [0, 1] (0: off), got {self.early_accept_ratio!r}")
         if self.precision not in PRECISIONS:
@@ -171,7 +184,8 @@ class Localization:
 
     ``camera_to_world`` (4, 4) float64 is None when RANSAC failed. ``scene_coordinates`` (3, h, w)
     float32 are the winning head's, ``K_network`` (3, 3) the intrinsics at network resolution.
-    ``candidates`` lists ``(head index, inlier count)`` of every head tried, best-routed first.
+    ``candidates`` lists ``(head index, inlier count)`` of every head tried, best-routed first (after
+    ``ensemble_fusion`` "union": each head's inlier cells under the fused pose).
     ``covariance`` is (36,) float64 in ROS PoseWithCovariance order (x, y, z, rot_x, rot_y, rot_z;
     position in the map frame) or None without a pose. ``timings`` holds seconds per stage:
     preprocess, global, network (or encoder and head), ransac, statistics, total.
@@ -196,40 +210,6 @@ class Localization:
     #: computed from); None without a pose
     statistics: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def reprojection_statistics(scene_coordinates: np.ndarray, camera_to_world: np.ndarray, K: np.ndarray,
-                            threshold: float, stride: int = 8, texture: np.ndarray | None = None) -> dict:
-    """Residuals of the network's cells under a pose.
-
-    scene_coordinates: (3, h, w) world points of the cells (``geometry.cell_centres``); K (3, 3)
-    at network resolution. Cells with non-finite points or points behind the camera are not valid;
-    inliers have a reprojection error < ``threshold`` px. Returns a dict: ``inliers`` (int),
-    ``valid`` (int), ``mean_error_px`` and ``median_depth_m`` over the inliers (nan without any),
-    ``pixels`` (N, 2) and ``camera_points`` (N, 3) of the inliers, ``errors`` (N,) px, and with
-    ``texture`` (h, w) (``pose_covariance.cell_texture``) ``texture`` (N,) of the inliers.
-    """
-    sc = np.asarray(scene_coordinates, dtype=np.float64)
-    if sc.ndim != 3 or sc.shape[0] != 3:
-        raise ValueError(f"scene_coordinates must be (3, h, w), got {sc.shape}")
-    if texture is not None and np.shape(texture) != sc.shape[1:]:
-        raise ValueError(f"texture must be (h, w) = {sc.shape[1:]}, got {np.shape(texture)}")
-    cam = transform_points(invert_pose(camera_to_world), sc.reshape(3, -1).T)
-    px = cell_centres(sc.shape[1], sc.shape[2], stride).reshape(-1, 2)
-    valid = np.all(np.isfinite(cam), axis=1) & (cam[:, 2] > 1e-6)
-    cam, px = cam[valid], px[valid]
-    proj, _ = project_camera_points(cam, K)
-    err = np.hypot(*(proj - px).T)
-    inl = err < float(threshold)
-    n = int(inl.sum())
-    empty = n == 0
-    out = {"inliers": n, "valid": int(valid.sum()),
-           "mean_error_px": float("nan") if empty else float(err[inl].mean()),
-           "median_depth_m": float("nan") if empty else float(np.median(cam[inl, 2])),
-           "pixels": px[inl], "camera_points": cam[inl], "errors": err[inl]}
-    if texture is not None:
-        out["texture"] = np.asarray(texture, dtype=np.float64).reshape(-1)[valid][inl]
-    return out
 
 
 def _cores() -> int:
@@ -461,28 +441,48 @@ class Localizer:
             ransac_s += time.perf_counter() - t
             return out
 
+        fused = None
         if opt.early_accept_ratio > 0:  # the best-routed head first; the others only if it is not good enough
             first = next(stream)
             solved = solve([first])
             r = solved[0][2]
             if not (r.success and r.inlier_count >= opt.early_accept_ratio * first[1][0].size):
                 rest = list(stream)
-                if rest:
+                if rest and opt.ensemble_fusion == "union":
+                    fused, seconds = self._fuse([first, *rest], K_net, opt.ransac)
+                    ransac_s += seconds
+                if rest and fused is None:
                     solved += solve(rest)
         else:  # every candidate, their RANSACs at the same time
-            solved = solve(list(stream))
-        head, sc, result = solved[0]
-        for entry in solved[1:]:  # most inliers wins; a success beats a failure; ties keep the earlier
-            if (entry[2].success, entry[2].inlier_count) > (result.success, result.inlier_count):
-                head, sc, result = entry
+            candidates = list(stream)
+            if len(candidates) > 1 and opt.ensemble_fusion == "union":
+                fused, seconds = self._fuse(candidates, K_net, opt.ransac)
+                ransac_s += seconds
+            solved = solve(candidates) if fused is None else []
+        if fused is not None:  # the union's pose, with the statistics of its best-agreeing head
+            head, sc, result = fused.head, fused.scene_coordinates, fused
+            candidate_inliers = fused.head_inliers
+        else:
+            head, sc, result = solved[0]
+            for entry in solved[1:]:  # most inliers wins; a success beats a failure; ties keep the earlier
+                if (entry[2].success, entry[2].inlier_count) > (result.success, result.inlier_count):
+                    head, sc, result = entry
+            candidate_inliers = [(k, int(r.inlier_count) if r.success else 0) for k, _, r in solved]
         t4 = time.perf_counter()
         out = self._statistics(sc, result, K_net, opt, tensor)
         t5 = time.perf_counter()
         out.head_index, out.global_computed = head, computed
-        out.candidates = [(k, int(r.inlier_count) if r.success else 0) for k, _, r in solved]
+        out.candidates = candidate_inliers
         out.timings = {"preprocess": t1 - t0, "global": t2 - t1, **self.network_timings, "ransac": ransac_s,
                        "statistics": t5 - t4, "total": t5 - t0}
         return out
+
+    def _fuse(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions
+              ) -> tuple[FusedResult | None, float]:
+        """(``ensemble_fusion.fuse_candidates`` of the candidates, its seconds)."""
+        t = time.perf_counter()
+        fused = fuse_candidates(candidates, K_net, ransac.solver_kwargs(), self.stride)
+        return fused, time.perf_counter() - t
 
     def _solve(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions) -> list:
         """``[(head, scene coordinates, dsac_native result), ...]`` in the order of ``candidates``.

@@ -4,7 +4,8 @@ Parametrisation (what ROS consumers such as robot_localization read): the pose e
 ``(dx, dy, dz, rx, ry, rz)``: the camera centre's displacement in the map frame, then a small
 rotation about the map's fixed axes, ``R_true = Exp(r) R_est``. Row-major 6x6, flattened to 36.
 
-Model (:func:`covariance_from_residuals`): each inlier cell i gives a reprojection residual e_i
+Model (:func:`covariance_from_residuals`, on the residuals :func:`reprojection_statistics` collects):
+each inlier cell i gives a reprojection residual e_i
 (2-vector, px) whose Jacobian J_i (2x6) with respect to that error is
 
     c = R^T (p - C)                   (the cell's point in the camera)
@@ -40,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from glace_core.geometry import cell_centres, invert_pose, project_camera_points, transform_points
 
 __all__ = ["CovarianceCalibration", "MappingViews", "cell_texture", "pose_jacobians", "covariance_from_residuals",
            "transform_pose_covariance", "pose_error_vector", "mahalanobis_squared"]
@@ -150,12 +153,46 @@ def pose_jacobians(camera_points: np.ndarray, K: np.ndarray, rotation_cam_to_wor
     return (coef.reshape(-1, 3) @ Rt).reshape(len(c), 2, 6)
 
 
+def reprojection_statistics(scene_coordinates: np.ndarray, camera_to_world: np.ndarray, K: np.ndarray,
+                            threshold: float, stride: int = 8, texture: np.ndarray | None = None) -> dict:
+    """Residuals of the network's cells under a pose.
+
+    scene_coordinates: (3, h, w) world points of the cells (``geometry.cell_centres``); K (3, 3)
+    at network resolution. Cells with non-finite points or points behind the camera are not valid;
+    inliers have a reprojection error < ``threshold`` px. Returns a dict: ``inliers`` (int),
+    ``valid`` (int), ``mean_error_px`` and ``median_depth_m`` over the inliers (nan without any),
+    ``pixels`` (N, 2) and ``camera_points`` (N, 3) of the inliers, ``errors`` (N,) px, and with
+    ``texture`` (h, w) (``pose_covariance.cell_texture``) ``texture`` (N,) of the inliers.
+    """
+    sc = np.asarray(scene_coordinates, dtype=np.float64)
+    if sc.ndim != 3 or sc.shape[0] != 3:
+        raise ValueError(f"scene_coordinates must be (3, h, w), got {sc.shape}")
+    if texture is not None and np.shape(texture) != sc.shape[1:]:
+        raise ValueError(f"texture must be (h, w) = {sc.shape[1:]}, got {np.shape(texture)}")
+    cam = transform_points(invert_pose(camera_to_world), sc.reshape(3, -1).T)
+    px = cell_centres(sc.shape[1], sc.shape[2], stride).reshape(-1, 2)
+    valid = np.all(np.isfinite(cam), axis=1) & (cam[:, 2] > 1e-6)
+    cam, px = cam[valid], px[valid]
+    proj, _ = project_camera_points(cam, K)
+    err = np.hypot(*(proj - px).T)
+    inl = err < float(threshold)
+    n = int(inl.sum())
+    empty = n == 0
+    out = {"inliers": n, "valid": int(valid.sum()),
+           "mean_error_px": float("nan") if empty else float(err[inl].mean()),
+           "median_depth_m": float("nan") if empty else float(np.median(cam[inl, 2])),
+           "pixels": px[inl], "camera_points": cam[inl], "errors": err[inl]}
+    if texture is not None:
+        out["texture"] = np.asarray(texture, dtype=np.float64).reshape(-1)[valid][inl]
+    return out
+
+
 def covariance_from_residuals(stats: dict, num_cells: int, K: np.ndarray, camera_to_world: np.ndarray,
                               calibration: CovarianceCalibration = CovarianceCalibration(),
                               novelty_m: float | None = None) -> np.ndarray:
     """(36,) covariance of a pose (see the module docstring).
 
-    stats: ``glace_core.localizer.reprojection_statistics`` of the pose (``camera_points`` (N, 3),
+    stats: ``reprojection_statistics`` of the pose (``camera_points`` (N, 3),
     ``errors`` (N,) px of the inliers, optionally ``texture`` (N,) their ``cell_texture``); num_cells:
     cells of the network output; K (3, 3) at network resolution; camera_to_world (4, 4); novelty_m:
     the pose's ``MappingViews.distance`` (None or nan: ``calibration.unknown_novelty_m``). Needs at least 3

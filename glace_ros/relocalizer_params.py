@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, Mapping
 
 from glace_core.cpu_features import PRECISIONS
-from glace_core.localizer import DEFAULT_EARLY_ACCEPT_RATIO, GLOBAL_MODES, LocalizerOptions, RansacOptions
+from glace_core.localizer import (DEFAULT_EARLY_ACCEPT_RATIO, DEFAULT_ENSEMBLE_FUSION, ENSEMBLE_FUSIONS, GLOBAL_MODES,
+                                  LocalizerOptions, RansacOptions)
 from glace_core.map_predictor import DEFAULT_CANDIDATES
 from glace_ros.output_policy import INITIALPOSE_MODES, GateLimits
 from glace_ros.tf_output import TF_MODES
@@ -143,11 +144,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("seed", _RANSAC.seed, "RANSAC random seed (the same frame and seed give the same pose)", minimum=0,
               maximum=2 ** 31 - 1),
     ParamSpec("ensemble_candidates", DEFAULT_CANDIDATES, "ensemble maps (glace-train --num_clusters, the cpu "
-              "preset): heads run per frame, best-routed first, each with RANSAC; the pose with the most inliers "
-              "wins (0: every head; BENCHMARKS.md 'Encoders')", minimum=0, maximum=1024),
+              "preset): heads run per frame, best-routed first (but see early_accept_ratio), made one pose by "
+              "ensemble_fusion (0: every head; BENCHMARKS.md 'Encoders')", minimum=0, maximum=1024),
     ParamSpec("early_accept_ratio", DEFAULT_EARLY_ACCEPT_RATIO, "ensemble maps: the best-routed head's pose is kept "
               "without running the other candidates when its RANSAC inliers are at least this share of the cells "
               "(0: every candidate always runs; BENCHMARKS.md 'Early accept')", minimum=0.0, maximum=1.0),
+    ParamSpec("ensemble_fusion", DEFAULT_ENSEMBLE_FUSION, "ensemble maps, when more than one candidate head runs: "
+              "'union' (default: one RANSAC over the cells of every candidate) or 'best' (each candidate solved "
+              "alone, the most inliers wins, ACE's rule; BENCHMARKS.md 'Fused candidates')",
+              choices=ENSEMBLE_FUSIONS),
     # quality gate
     ParamSpec("min_inlier_count", 100, "poses with fewer RANSAC inliers are not published", minimum=0,
               maximum=10 ** 9),
@@ -279,7 +284,8 @@ def _localizer_options(self) -> LocalizerOptions:
     ransac = RansacOptions(**{f.name: getattr(self, f.name) for f in fields(RansacOptions)
                               if f.name in PARAMETERS_BY_NAME})
     return LocalizerOptions(image_resolution=self.image_resolution, ensemble_candidates=self.ensemble_candidates,
-                            early_accept_ratio=self.early_accept_ratio, global_mode=self.global_mode,
+                            early_accept_ratio=self.early_accept_ratio, ensemble_fusion=self.ensemble_fusion,
+                            global_mode=self.global_mode,
                             global_every_n=self.global_every_n, ransac=ransac,
                             max_input_pixels=self.max_input_pixels, precision=self.precision,
                             match_focal=self.match_focal)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glace_core.ensemble_fusion import ENSEMBLE_FUSIONS
 from glace_ros.bag_io import BagError, BagReader
 from glace_ros.bag_to_scene import IMAGE_TYPES, POSE_TYPES, read_pose_topic, resolve_topic
 from glace_ros.relocalizer_params import PARAMETERS_BY_NAME
@@ -78,6 +79,7 @@ class ReplayOptions:
     min_inlier_count: int | None = None  # node's publishing floor; None: the node's default (0 answers all)
     ensemble_candidates: int | None = None  # heads of an ensemble map tried per frame; None: the node's default
     early_accept_ratio: float | None = None  # the node's early accept of the best-routed head; None: its default
+    ensemble_fusion: str | None = None  # "union" or "best": how the node makes one pose of the candidates; None: its default
     node_params: str | None = None  # YAML parameter file for the node (flags above override it)
     node_name: str = "glace_relocalizer"
     startup_timeout: float = 180.0  # seconds for the node to load its map and match the topics
@@ -169,7 +171,7 @@ GATE_PARAMETERS = ("min_inlier_count", "min_inlier_ratio", "max_position_stddev"
 
 #: ReplayOptions fields passed to the node under the same name (when not None)
 FORWARDED_PARAMETERS = ("hypotheses", "threshold", "inlier_alpha", "max_reprojection_error", "seed",
-                        "min_inlier_count", "ensemble_candidates", "early_accept_ratio")
+                        "min_inlier_count", "ensemble_candidates", "early_accept_ratio", "ensemble_fusion")
 
 
 def _replay(bag: BagReader, opt: ReplayOptions, topics: list[str], image_topic: str, info_topic: str,
@@ -334,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-accept-ratio", dest="early_accept_ratio", type=float, default=None,
                    help="keep the best-routed head's pose without running the other candidates when its inliers "
                         "are at least this share of the cells (0: every candidate; default: the node's)")
+    p.add_argument("--ensemble-fusion", dest="ensemble_fusion", choices=ENSEMBLE_FUSIONS, default=None,
+                   help="how the candidate heads that run become one pose: 'union' (one RANSAC over all their "
+                        "cells) or 'best' (the most inliers; default: the node's)")
     p.add_argument("--node-params", default=None, help="YAML parameter file for the node (flags override it)")
     p.add_argument("--node-name", default=d.node_name, help="name of the started node")
     p.add_argument("--startup-timeout", type=float, default=d.startup_timeout, help="seconds for the node to start")

@@ -247,7 +247,7 @@ def _real_and_impostor(tiny_scene):
 
 
 def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
-    """An ensemble whose best-routed head is an impostor (random weights, routed first for the query)
+    """ensemble_fusion "best" (ACE's rule). An ensemble whose best-routed head is an impostor (random weights, routed first for the query)
     and whose second head is the tiny map's real one: RANSAC runs on both, the real head wins with
     more inliers, and its pose is the one the real head gives on its own."""
     from glace_core.head_ensemble import HeadEnsemble
@@ -256,7 +256,7 @@ def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
     descriptors = torch.cat([query, -query])  # frame 0 (the impostor's) is the query itself
     ensemble = HeadEnsemble([impostor, good], descriptors, torch.eye(2, dtype=torch.bool)).eval()
     ensemble.metadata = metadata
-    options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2)
+    options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2, ensemble_fusion="best")
     both = Localizer(encoder, ensemble, "cpu", options=options).localize(frame.rgb, frame.K)
     assert [k for k, _ in both.candidates] == [0, 1], "the impostor must be routed first"
     assert both.success and both.head_index == 1
@@ -269,11 +269,36 @@ def test_most_inliers_wins_when_the_best_routed_head_is_wrong(tiny_scene):
     assert r.head_index == 0 and r.inlier_count < both.inlier_count
 
 
+@pytest.mark.parametrize("early", [0.0, 1.0])
+def test_union_fusion_outvotes_the_wrong_head(tiny_scene, early):
+    """ensemble_fusion "union": the impostor routed first and the real head second, solved as one
+    RANSAC over both heads' cells (every candidate at once with early accept off; after the first
+    head fell short of early accept at 1.0), give a pose that fits the real head's cells as well as
+    its own pose does, with the real head's statistics; the impostor's cells hardly fit it."""
+    from glace_core.head_ensemble import HeadEnsemble
+
+    encoder, good, impostor, metadata, frame, query = _real_and_impostor(tiny_scene)
+    ensemble = HeadEnsemble([impostor, good], torch.cat([query, -query]), torch.eye(2, dtype=torch.bool)).eval()
+    ensemble.metadata = metadata
+    options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2, early_accept_ratio=early)
+    alone = Localizer(encoder, good, "cpu", options=options).localize(frame.rgb, frame.K)
+    union = Localizer(encoder, ensemble, "cpu", options=dataclasses.replace(options, ensemble_fusion="union"))
+    fused = union.localize(frame.rgb, frame.K)
+    assert fused.success and fused.head_index == 1
+    assert [k for k, _ in fused.candidates] == [0, 1] and fused.candidates[1][1] > 4 * fused.candidates[0][1]
+    assert fused.inlier_count == fused.statistics["inliers"] == fused.candidates[1][1] <= fused.num_cells
+    # the fused pose explains the real head's cells as well as the real head's own pose does
+    assert fused.inlier_count >= 0.9 * alone.inlier_count
+    assert fused.covariance is not None and fused.timings["ransac"] > 0
+    with pytest.raises(ValueError, match="ensemble_fusion"):
+        LocalizerOptions(ensemble_fusion="mean")
+
+
 def test_early_accept_skips_the_other_heads_only_above_its_ratio(tiny_scene):
     """The real head routed first, an impostor second. With the first head's inlier ratio above
     ``early_accept_ratio`` the impostor head never runs (a forward hook counts its calls) and the pose
     is the real head's alone; just above that ratio, or with 0 (off), both run and the real head
-    still wins with the same pose."""
+    still wins with the same pose (ensemble_fusion "best"; "union" is tested above)."""
     from glace_core.head_ensemble import HeadEnsemble
 
     encoder, good, impostor, metadata, frame, query = _real_and_impostor(tiny_scene)
@@ -281,7 +306,7 @@ def test_early_accept_skips_the_other_heads_only_above_its_ratio(tiny_scene):
     impostor.register_forward_hook(lambda *_: calls.append(1))
     ensemble = HeadEnsemble([good, impostor], torch.cat([query, -query]), torch.eye(2, dtype=torch.bool)).eval()
     ensemble.metadata = metadata
-    options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2)
+    options = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2, ensemble_fusion="best")
     alone = Localizer(encoder, good, "cpu", fast_inference=False, options=options).localize(frame.rgb, frame.K)
     assert alone.success
     ratio = alone.inlier_count / alone.num_cells

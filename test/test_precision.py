@@ -174,18 +174,21 @@ def test_bf16_request_runs_fp32_on_a_cpu_without_it(tiny_scene, monkeypatch, cap
     assert np.array_equal(bf16.scene_coordinates, fp32.scene_coordinates)
 
 
-def test_parallel_ransac_of_the_candidates_gives_the_same_poses(tiny_scene, monkeypatch):
+@pytest.mark.parametrize("fusion", ["best", "union"])
+def test_parallel_ransac_of_the_candidates_gives_the_same_poses(tiny_scene, monkeypatch, fusion):
     """Every head of the tiny ensemble: solved at the same time (num_threads 0, two cores) and one after
-    another (num_threads 1) give identical poses, inlier counts and winners."""
+    another (num_threads 1) give identical poses, inlier counts and winners; so does their union
+    solved with two threads and with one."""
     import glace_core.localizer as localizer_module
 
     monkeypatch.setattr(localizer_module, "_cores", lambda: 2)
     localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu")
     assert localizer.model is not None and len(localizer.model) >= 2
     common = dict(image_resolution=tiny_scene.resolution, ensemble_candidates=0, early_accept_ratio=0.0, global_mode="off",
-                  precision="fp32")
+                  precision="fp32", ensemble_fusion=fusion)
     parallel = _localize_all(localizer, tiny_scene, LocalizerOptions(**common, ransac=RansacOptions(num_threads=0)))
-    assert localizer._ransac_pool is not None  # the candidates were solved concurrently
+    if fusion == "best":
+        assert localizer._ransac_pool is not None  # the candidates were solved concurrently
     sequential = _localize_all(localizer, tiny_scene, LocalizerOptions(**common, ransac=RansacOptions(num_threads=1)))
     assert any(a.success for a in parallel)
     for a, b in zip(parallel, sequential):

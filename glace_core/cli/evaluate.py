@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from glace_core.cpu_features import PRECISIONS
-from glace_core.localizer import DEFAULT_EARLY_ACCEPT_RATIO, RansacOptions
+from glace_core.localizer import DEFAULT_EARLY_ACCEPT_RATIO, DEFAULT_ENSEMBLE_FUSION, ENSEMBLE_FUSIONS, RansacOptions
 from glace_core.map_predictor import DEFAULT_CANDIDATES
 
 #: the reference's RANSAC flags (test_ace.py) -> RansacOptions fields, plus --seed, --max_candidates and --num_threads
@@ -93,10 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "(glace_core.fast_inference; same scene coordinates within 1e-4)")
     parser.add_argument("--ensemble_candidates", type=int, default=DEFAULT_CANDIDATES,
                         help="for an ensemble map (glace-train --num_clusters): heads tried per frame, the best-routed "
-                             "first; the pose with the most RANSAC inliers is kept (0: every head)")
+                             "first, made one pose by --ensemble_fusion (0: every head)")
     parser.add_argument("--early_accept_ratio", type=float, default=DEFAULT_EARLY_ACCEPT_RATIO,
                         help="for an ensemble map: keep the best-routed head's pose without running the other "
                              "candidates when its RANSAC inliers are at least this share of the cells (0: off)")
+    parser.add_argument("--ensemble_fusion", choices=ENSEMBLE_FUSIONS, default=DEFAULT_ENSEMBLE_FUSION,
+                        help="for an ensemble map, when more than one candidate runs: 'union' solves one RANSAC over "
+                             "the cells of every candidate, 'best' solves each and keeps the most inliers (ACE's rule)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="CPU fast path: auto (bf16 where the CPU has AVX512_BF16 or AMX, else fp32), fp32, or "
                              "bf16 (encoder and heads in bf16, the heads' last layer in fp32; on a CPU without bf16 "
@@ -143,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress,
             fast_inference=not args.plain_inference, ensemble_candidates=args.ensemble_candidates,
-            precision=args.precision, early_accept_ratio=args.early_accept_ratio, match_focal=args.match_focal)
+            precision=args.precision, early_accept_ratio=args.early_accept_ratio, match_focal=args.match_focal,
+            ensemble_fusion=args.ensemble_fusion)
         poses_path, test_path = write_eval_outputs(result, args.network, args.session)
     except (ValueError, FileNotFoundError, DatasetError) as exc:
         print(f"glace-eval: error: {exc}", file=sys.stderr)
