@@ -87,8 +87,9 @@ from glace_core.preprocess import (DEFAULT_RESOLUTION, FOCAL_STEP_PX, STD, netwo
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_EARLY_ACCEPT_RATIO", "DEFAULT_ENSEMBLE_FUSION", "ENSEMBLE_FUSIONS", "GLOBAL_MODES", "LocalizationError", "RansacOptions", "LocalizerOptions",
-           "Localization", "Localizer", "GlobalDescriptorSource", "reprojection_statistics"]
+__all__ = ["DEFAULT_EARLY_ACCEPT_RATIO", "DEFAULT_ENSEMBLE_FUSION", "ENSEMBLE_FUSIONS", "GLOBAL_MODES",
+           "LocalizationError", "RansacOptions", "LocalizerOptions", "Localization", "Localizer",
+           "GlobalDescriptorSource", "reprojection_statistics"]
 
 _NATIVE = dsac_native.Options()
 #: LocalizerOptions.early_accept_ratio's default (BENCHMARKS.md "Early accept": on seven bench scenes
