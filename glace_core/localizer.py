@@ -75,7 +75,7 @@ from torch import nn
 
 from glace_core.cpu_features import PRECISIONS, resolve_precision
 from glace_core.devices import resolve_device
-from glace_core.ensemble_fusion import ENSEMBLE_FUSIONS, FusedResult, fuse_candidates
+from glace_core.ensemble_fusion import ENSEMBLE_FUSIONS, fuse_candidates
 from glace_core.geometry import check_K
 from glace_core.global_descriptors import GLOBAL_MODES, GlobalDescriptorSource
 from glace_core.map_files import mapping_poses, training_focal, training_resolution
@@ -435,10 +435,13 @@ class Localizer:
         stream = self.predict_iter(tensor, g, opt.ensemble_candidates, opt.precision)
         ransac_s = 0.0
 
-        def solve(cands: list[tuple[int, np.ndarray]]) -> list:
+        def solve(cands: list[tuple[int, np.ndarray]], fused: bool = False):
+            """The candidates solved one by one (``_solve``) or, with ``fused``, as one (``fuse_candidates``);
+            the seconds count as the frame's RANSAC time."""
             nonlocal ransac_s
             t = time.perf_counter()
-            out = self._solve(cands, K_net, opt.ransac)
+            out = (fuse_candidates(cands, K_net, opt.ransac.solver_kwargs(), self.stride) if fused
+                   else self._solve(cands, K_net, opt.ransac))
             ransac_s += time.perf_counter() - t
             return out
 
@@ -450,15 +453,13 @@ class Localizer:
             if not (r.success and r.inlier_count >= opt.early_accept_ratio * first[1][0].size):
                 rest = list(stream)
                 if rest and opt.ensemble_fusion == "union":
-                    fused, seconds = self._fuse([first, *rest], K_net, opt.ransac)
-                    ransac_s += seconds
+                    fused = solve([first, *rest], fused=True)
                 if rest and fused is None:
                     solved += solve(rest)
         else:  # every candidate, their RANSACs at the same time
             candidates = list(stream)
             if len(candidates) > 1 and opt.ensemble_fusion == "union":
-                fused, seconds = self._fuse(candidates, K_net, opt.ransac)
-                ransac_s += seconds
+                fused = solve(candidates, fused=True)
             solved = solve(candidates) if fused is None else []
         if fused is not None:  # the union's pose, with the statistics of its best-agreeing head
             head, sc, result = fused.head, fused.scene_coordinates, fused
@@ -477,13 +478,6 @@ class Localizer:
         out.timings = {"preprocess": t1 - t0, "global": t2 - t1, **self.network_timings, "ransac": ransac_s,
                        "statistics": t5 - t4, "total": t5 - t0}
         return out
-
-    def _fuse(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions
-              ) -> tuple[FusedResult | None, float]:
-        """(``ensemble_fusion.fuse_candidates`` of the candidates, its seconds)."""
-        t = time.perf_counter()
-        fused = fuse_candidates(candidates, K_net, ransac.solver_kwargs(), self.stride)
-        return fused, time.perf_counter() - t
 
     def _solve(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions) -> list:
         """``[(head, scene coordinates, dsac_native result), ...]`` in the order of ``candidates``.

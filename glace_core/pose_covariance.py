@@ -44,8 +44,8 @@ import torch.nn.functional as F
 
 from glace_core.geometry import cell_centres, invert_pose, project_camera_points, transform_points
 
-__all__ = ["CovarianceCalibration", "MappingViews", "cell_texture", "pose_jacobians", "covariance_from_residuals",
-           "transform_pose_covariance", "pose_error_vector", "mahalanobis_squared"]
+__all__ = ["CovarianceCalibration", "MappingViews", "cell_texture", "pose_jacobians", "reprojection_statistics",
+           "covariance_from_residuals", "transform_pose_covariance", "pose_error_vector", "mahalanobis_squared"]
 
 
 @dataclass(frozen=True)
