@@ -147,6 +147,18 @@ def rotation_z(angle_deg: float) -> np.ndarray:
     return T
 
 
+def rotation_y(angle_deg: float) -> np.ndarray:
+    """4×4 rotation by ``angle_deg`` about the camera's y (down) axis: a turn to the right for a
+    positive angle (``[[c, 0, s], [0, 1, 0], [-s, 0, c]]``). The novel views of map training turn the
+    camera as ``pose @ rotation_y(a)``.
+    """
+    a = math.radians(float(angle_deg))
+    c, s = math.cos(a), math.sin(a)
+    T = np.eye(4)
+    T[0, 0], T[0, 2], T[2, 0], T[2, 2] = c, s, -s, c
+    return T
+
+
 def check_K(K, name: str = "K", image_size: tuple[int, int] | None = None) -> np.ndarray:
     """``K`` as a float64 (3, 3) intrinsics matrix, checked: the one intrinsics check of glace-ros.
 

@@ -122,6 +122,14 @@ def test_rotation_z_rolls_about_the_optical_axis():
     assert g.pose_errors(pose @ g.rotation_z(-12.0), pose)[1] == pytest.approx(12.0)
 
 
+def test_rotation_y_turns_about_the_down_axis():
+    Ry = g.rotation_y(90.0)
+    np.testing.assert_allclose(Ry[:3, :3] @ [0, 0, 1], [1, 0, 0], atol=1e-15)  # forward turns to the right
+    np.testing.assert_allclose(Ry[:3, :3] @ [0, 1, 0], [0, 1, 0])
+    pose = _random_pose(np.random.default_rng(4))
+    assert g.pose_errors(pose @ g.rotation_y(7.5), pose)[1] == pytest.approx(7.5)
+
+
 def test_project_backproject_round_trip():
     rng = np.random.default_rng(4)
     c2w = _random_pose(rng)

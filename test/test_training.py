@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from glace_core.geometry import rotation_z
 from glace_core.training import augment, buffer as buffer_mod, loss as loss_mod
 from glace_core.training.config import PRESETS, TrainConfig
 from glace_core.training.trainer import build_optimizer, decoder_centres, select_frames
@@ -121,14 +122,14 @@ def test_rotated_image_matches_the_rolled_pose(angle):
     h, w = 60, 80
     K = np.array([[70.0, 0, 43.0], [0, 65.0, 28.0], [0, 0, 1]])  # off-centre principal point, fx != fy
     pose = np.eye(4)
-    pose[:3, :3] = augment.rotation_z(20) @ np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)],
+    pose[:3, :3] = rotation_z(20)[:3, :3] @ np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)],
                                                        [0, np.sin(0.3), np.cos(0.3)]])
     pose[:3, 3] = [0.3, -0.2, 1.0]
     X = pose[:3, :3] @ np.array([0.8, -0.5, 2.5]) + pose[:3, 3]
     u = _project(K, pose, X)
     rotated = augment.rotate_image(_blob(h, w, u), K, angle)
     new_pose = pose.copy()
-    new_pose[:3, :3] = pose[:3, :3] @ augment.rotation_z(angle)
+    new_pose[:3, :3] = pose[:3, :3] @ rotation_z(angle)[:3, :3]
     u_new = _project(K, new_pose, X)
     assert np.linalg.norm(u_new - u) > 3  # the rotation really moved it
     np.testing.assert_allclose(_centroid(rotated), u_new, atol=0.1)

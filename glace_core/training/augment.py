@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 
-from glace_core.geometry import backproject, invert_pose, project_camera_points
+from glace_core.geometry import backproject, invert_pose, project_camera_points, rotation_y, rotation_z
 
 JITTER = 0.1  # brightness and contrast jitter (torchvision ColorJitter(0.1, 0.1) ranges)
 NOVEL_VIEW_MARGIN = 12  # px around pixels the source view does not see that are not trained on
@@ -43,18 +43,11 @@ class AugmentedImage:
     depth: np.ndarray | None = None  # (H, W) float32 z-depth in metres at the network input, 0 = unknown
 
 
-def rotation_z(angle_deg: float) -> np.ndarray:
-    """(3, 3) rotation by ``angle_deg`` about the z (optical) axis: ``[[c, -s, 0], [s, c, 0], [0, 0, 1]]``."""
-    a = np.deg2rad(angle_deg)
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
 def roll_warp(K: np.ndarray, angle_deg: float) -> np.ndarray:
     """(3, 3) affine map of continuous pixel coordinates taking the image of a camera to the image of
     the same camera rolled by ``angle_deg`` (``pose @ Rz(angle)``): ``K Rz^T K^-1``."""
     K = np.asarray(K, dtype=np.float64)
-    return K @ rotation_z(angle_deg).T @ np.linalg.inv(K)
+    return K @ rotation_z(angle_deg)[:3, :3].T @ np.linalg.inv(K)
 
 
 def rotate_image(image: np.ndarray, K: np.ndarray, angle_deg: float, *, nearest: bool = False,
@@ -124,16 +117,9 @@ def augment_image(rgb: np.ndarray, K: np.ndarray, cam_to_world: np.ndarray, imag
         if net_depth is not None:
             net_depth = rotate_image(net_depth, K_net, angle, nearest=True, border_value=0)
     pose = cam_to_world.copy()
-    pose[:3, :3] = cam_to_world[:3, :3] @ rotation_z(angle)
+    pose[:3, :3] = cam_to_world[:3, :3] @ rotation_z(angle)[:3, :3]
     image = torch.from_numpy((gray - MEAN) / STD).float()[None, None]
     return AugmentedImage(image, K_net, pose, mask.astype(bool), net_depth)
-
-
-def rotation_y(angle_deg: float) -> np.ndarray:
-    """(3, 3) rotation by ``angle_deg`` about the y axis: ``[[c, 0, s], [0, 1, 0], [-s, 0, c]]``."""
-    a = np.deg2rad(angle_deg)
-    c, s = np.cos(a), np.sin(a)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
 def novel_view(aug: AugmentedImage, rng: np.random.Generator, max_offset_m: float,
@@ -158,8 +144,7 @@ def novel_view(aug: AugmentedImage, rng: np.random.Generator, max_offset_m: floa
     known = (depth > 0) & aug.mask
     direction = rng.normal(size=3)
     offset = direction / max(np.linalg.norm(direction), 1e-12) * max_offset_m * rng.uniform() ** (1 / 3)
-    new_to_src = np.eye(4)  # the new camera in the source camera's frame
-    new_to_src[:3, :3] = rotation_y(rng.uniform(-max_yaw_deg, max_yaw_deg))
+    new_to_src = rotation_y(rng.uniform(-max_yaw_deg, max_yaw_deg))  # the new camera in the source camera's frame
     new_to_src[:3, 3] = offset
 
     # 1. splat the source surface into the new view (nearest pixel, smallest z wins)
