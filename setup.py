@@ -71,6 +71,7 @@ CONSOLE_SCRIPTS = [
     "glace-make-scene = glace_core.cli.make_scene:main",
     "glace-pretrain-encoder = glace_core.cli.pretrain_encoder:main",
     "glace-convert-dataset = glace_core.cli.convert_dataset:main",
+    "glace-keyframes = glace_core.cli.keyframes:main",
     # glace-train accepts --bag, so it lives in glace_ros (bags are a ROS concept here)
     "glace-train = glace_ros.train_from_bag:main",
     "train_map = glace_ros.train_from_bag:main",

@@ -56,7 +56,8 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
 
     ``use_depth`` is compared by what it resolved to (``depth_supervision``: "auto" on a scene with
     depth trains as "on" does). An option the sidecar lacks was added to glace-train after the map
-    was made; it counts as the TrainConfig default, the behaviour of glace-train before it existed."""
+    was made; it counts as the TrainConfig default, the behaviour of glace-train before it existed.
+    ``keyframe_keypoints`` does not change the heads: ``trained_map`` adds a missing keyframes file instead."""
     from glace_core.encoder_registry import map_pad_multiple
     from glace_core.map_files import mapping_poses, training_focal
     from glace_core.training.config import TrainConfig
@@ -71,7 +72,7 @@ def stale_reason(map_path: Path, expected: dict) -> str | None:
         return f"{sidecar.name} records no training options ({type(exc).__name__}: {exc})"
     wanted = expected["config"]
     differ = [f"{k}={recorded.get(k)!r} (now {wanted[k]!r})" for k in sorted(wanted)
-              if k not in ("use_depth", "preset") and recorded.get(k) != wanted[k]]
+              if k not in ("use_depth", "preset", "keyframe_keypoints") and recorded.get(k) != wanted[k]]
     had_depth = bool(training.get("depth_supervision", False))
     if had_depth != expected["depth_supervision"]:
         differ.append(f"depth supervision {'on' if had_depth else 'off'} (now "
@@ -111,15 +112,34 @@ def glace_train(scene_dir: Path, map_path: Path, preset: str, extra: list[str] |
 def trained_map(scene_dir: Path, preset: str = "cpu", extra: list[str] | None = None, label: str | None = None
                 ) -> tuple[Path, float]:
     """(map path, mapping wall seconds) of ``glace-train scene --preset preset extra`` (cached; a
-    cached map trained with other options than these resolve to today is trained again)."""
+    cached map trained with other options than these resolve to today is trained again). A cached map
+    made before glace-train wrote keyframes gets them from ``glace-keyframes``, whose seconds are added."""
     label = label or preset
     path = Path(scene_dir) / f"map_{label}.pt"
     seconds = path.with_suffix(".seconds")
     if path.is_file() and seconds.is_file():
-        reason = stale_reason(path, expected_config(scene_dir, path, preset, extra))
+        expected = expected_config(scene_dir, path, preset, extra)
+        reason = stale_reason(path, expected)
         if reason is None:
-            return path, float(seconds.read_text())
+            return path, float(seconds.read_text()) + _keyframes_seconds(scene_dir, path, expected)
         print(f"[bench] {path} is stale, training it again: {reason}", flush=True)
     print(f"[bench] glace-train {scene_dir.name} ({label})", flush=True)
+    Path(f"{path}.keyframes.seconds").unlink(missing_ok=True)
     seconds.write_text(f"{glace_train(scene_dir, path, preset, extra):.1f}\n")
     return path, float(seconds.read_text())
+
+
+def _keyframes_seconds(scene_dir: Path, map_path: Path, expected: dict) -> float:
+    """Seconds the keyframes of a cached map took when glace-keyframes (not glace-train) wrote them, after
+    writing them when ``expected`` asks for keyframes and the map has none (0 when glace-train did)."""
+    from glace_core.dataset import SceneSplit
+    from glace_core.keyframes import load_map_keyframes, write_map_keyframes
+
+    record = Path(f"{map_path}.keyframes.seconds")
+    want = int(expected["config"].get("keyframe_keypoints", 0))
+    if want > 0 and load_map_keyframes(map_path) is None:
+        print(f"[bench] glace-keyframes {scene_dir.name} ({map_path.name})", flush=True)
+        t0 = time.perf_counter()
+        write_map_keyframes(map_path, SceneSplit(scene_dir, "train"), max_keypoints=want)
+        record.write_text(f"{time.perf_counter() - t0:.1f}\n")
+    return float(record.read_text()) if record.is_file() else 0.0

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from glace_core.localizer import (DEFAULT_EARLY_ACCEPT_RATIO, DEFAULT_ENSEMBLE_FUSION, Localizer, LocalizerOptions,
-                                  RansacOptions)
+                                  RansacOptions, RefinementOptions)
 from glace_core.map_files import training_resolution
 from glace_core.map_predictor import DEFAULT_CANDIDATES
 
@@ -122,7 +122,7 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
                    progress: bool = False, fast_inference: bool = True,
                    ensemble_candidates: int = DEFAULT_CANDIDATES, precision: str = "auto",
                    early_accept_ratio: float = DEFAULT_EARLY_ACCEPT_RATIO, match_focal: bool = True,
-                   ensemble_fusion: str = DEFAULT_ENSEMBLE_FUSION) -> EvalResult:
+                   ensemble_fusion: str = DEFAULT_ENSEMBLE_FUSION, keyframe_refinement: bool = True) -> EvalResult:
     """Localise every frame of ``scene`` (a scene folder, using ``split``, or any object with the
     SceneSplit interface) against the map at ``map_path`` with ``glace_core.localizer.Localizer``.
     Returns per-frame records and a summary. ``image_resolution`` None means the map's training
@@ -132,7 +132,8 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     modules. ``ensemble_candidates``: heads of an ensemble map tried per frame (0: all);
     ``early_accept_ratio``: the best-routed head is kept alone when its inlier share reaches it (0: off);
     ``ensemble_fusion``: how the candidates that run become one pose ("union" or "best", ``LocalizerOptions``).
-    ``match_focal``: with ``image_resolution`` None, a test camera whose focal length differs from the
+    ``keyframe_refinement``: refine poses with the map's keyframes file when it has one
+    (``LocalizerOptions.refinement``). ``match_focal``: with ``image_resolution`` None, a test camera whose focal length differs from the
     mapping frames' is resized to match it (``LocalizerOptions.match_focal``).
     ``precision``: the CPU fast path's, one of ``glace_core.cpu_features.PRECISIONS`` ("auto": bf16
     where the CPU has it, else fp32). The localizer is warmed up (``Localizer.warm_up_once``) for each
@@ -154,7 +155,8 @@ def evaluate_scene(scene, map_path: str | os.PathLike, *, split: str = "test", e
     options = LocalizerOptions(image_resolution=int(image_resolution or 0), ensemble_candidates=ensemble_candidates,
                                early_accept_ratio=early_accept_ratio, ensemble_fusion=ensemble_fusion,
                                global_mode="every_frame",
-                               ransac=ransac or RansacOptions(), precision=precision, match_focal=bool(match_focal))
+                               ransac=ransac or RansacOptions(), precision=precision, match_focal=bool(match_focal),
+                               refinement=RefinementOptions(enabled=bool(keyframe_refinement)))
     localizer = Localizer.load(map_path, encoder_path, device, global_features_checkpoint,
                                fast_inference=fast_inference, options=options)
     trained_at = localizer.trained_resolution

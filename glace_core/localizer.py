@@ -29,7 +29,11 @@ the benchmarks all localise through ``Localizer.localize``. One frame goes throu
    ``ransac.num_threads`` 0 (all cores) they are solved at the same time, one thread each, the
    cores shared among them (the solver releases the GIL; each solve has its own random generator
    from the seed, so the poses are those of the solves one after another).
-5. The residuals of the winner's cells under its pose (:func:`reprojection_statistics`; after
+5. Keyframe refinement (``LocalizerOptions.refinement``, on by default; maps with a keyframes file,
+   ``glace_core.keyframes``): XFeat keypoints of the image (its keypoint head, and descriptors
+   sampled from the encoder features step 3 computed) are matched to the mapping frames nearest to
+   the pose, and a PnP RANSAC on those matches refines it (``glace_core.keyframe_refinement``).
+6. The residuals of the winner's cells under the (refined) pose (:func:`reprojection_statistics`; after
    "union", the cells of the candidate head with the most inliers under the fused pose) and the
    6x6 pose covariance from them (``glace_core.pose_covariance``).
 
@@ -78,6 +82,8 @@ from glace_core.devices import resolve_device
 from glace_core.ensemble_fusion import ENSEMBLE_FUSIONS, fuse_candidates
 from glace_core.geometry import check_K
 from glace_core.global_descriptors import GLOBAL_MODES, GlobalDescriptorSource
+from glace_core.keyframe_refinement import Refinement, RefinementOptions, refine_pose
+from glace_core.keyframes import Keyframes, KeypointExtractor, load_map_keyframes
 from glace_core.map_files import mapping_poses, training_focal, training_resolution
 from glace_core.map_predictor import DEFAULT_CANDIDATES, MapPredictor
 from glace_core.pose_covariance import (CovarianceCalibration, MappingViews, cell_texture, covariance_from_residuals,
@@ -89,7 +95,7 @@ _logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_EARLY_ACCEPT_RATIO", "DEFAULT_ENSEMBLE_FUSION", "ENSEMBLE_FUSIONS", "GLOBAL_MODES",
            "LocalizationError", "RansacOptions", "LocalizerOptions", "Localization", "Localizer",
-           "GlobalDescriptorSource", "reprojection_statistics"]
+           "GlobalDescriptorSource", "RefinementOptions", "reprojection_statistics"]
 
 _NATIVE = dsac_native.Options()
 #: LocalizerOptions.early_accept_ratio's default (BENCHMARKS.md "Early accept": on seven bench scenes
@@ -159,6 +165,8 @@ class LocalizerOptions:
     #: how an ensemble frame's candidates become one pose when more than one runs: "best" (ACE's rule,
     #: the candidate with the most inliers) or "union" (one RANSAC over all their cells, ``ensemble_fusion``)
     ensemble_fusion: str = DEFAULT_ENSEMBLE_FUSION
+    #: keyframe refinement of the pose (maps with a keyframes file; ``glace_core.keyframe_refinement``)
+    refinement: RefinementOptions = field(default_factory=RefinementOptions)
 
     def __post_init__(self):
         if self.ensemble_fusion not in ENSEMBLE_FUSIONS:
@@ -189,7 +197,7 @@ class Localization:
     ``ensemble_fusion`` "union": each head's inlier cells under the fused pose).
     ``covariance`` is (36,) float64 in ROS PoseWithCovariance order (x, y, z, rot_x, rot_y, rot_z;
     position in the map frame) or None without a pose. ``timings`` holds seconds per stage:
-    preprocess, global, network (or encoder and head), ransac, statistics, total.
+    preprocess, global, network (or encoder and head), ransac, refine, statistics, total.
     """
 
     success: bool
@@ -210,6 +218,8 @@ class Localization:
     #: ``reprojection_statistics`` of the pose, with the inliers' texture (what the covariance was
     #: computed from); None without a pose
     statistics: dict | None = None
+    #: what the keyframe refinement did (None: not tried: off, no keyframes, or no regressed pose)
+    refinement: Refinement | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -234,12 +244,13 @@ class Localizer:
     """Encoder + map (a head or an ensemble) + optional global descriptor + dsac_native, on one device.
 
     encoder: (1, 1, H, W) -> (1, C, h, w) with ``stride``; model: a GlaceHead or HeadEnsemble;
-    descriptor: RGB (1, 3, H, W) in [0, 1] -> (1, G), or None.
+    descriptor: RGB (1, 3, H, W) in [0, 1] -> (1, G), or None; keyframes: the map's
+    (``glace_core.keyframes``), or None (no refinement).
     """
 
     def __init__(self, encoder: nn.Module, model: nn.Module, device: torch.device | str | None = None,
                  descriptor: nn.Module | None = None, *, fast_inference: bool = True,
-                 options: LocalizerOptions | None = None):
+                 options: LocalizerOptions | None = None, keyframes: Keyframes | None = None):
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.encoder = encoder.eval().to(self.device)
         self.model = model.eval().to(self.device)
@@ -259,15 +270,24 @@ class Localizer:
         self._predictor: MapPredictor | None = None  # built at the first frame (snapshots the weights)
         self._warm_keys: set[tuple] = set()  # _warm_key()s warm_up built for _predictor
         self._ransac_pool: ThreadPoolExecutor | None = None  # solves the candidates after the first
+        self.keyframes = keyframes
+        self._keypoints: KeypointExtractor | None = None
+        if keyframes is not None:
+            try:
+                self._keypoints = KeypointExtractor(self.encoder, RefinementOptions().max_keypoints,
+                                                    fast=self.fast_inference)
+            except ValueError as exc:  # an encoder without XFeat's keypoint head
+                _logger.warning("keyframe refinement off: %s", exc)
+                self.keyframes = None
 
     @classmethod
     def load(cls, map_path: str | os.PathLike, encoder_path: str | None = None, device: str = "auto",
              global_checkpoint: str | os.PathLike | None = None, global_resolution: tuple[int, int] = (480, 640),
              *, fast_inference: bool = True, options: LocalizerOptions | None = None) -> "Localizer":
         """Load the map, its encoder (None or "": the one its sidecar names, else the default) and
-        the optional R2Former checkpoint. Raises FileNotFoundError (missing or unset file),
-        MapFileError (corrupt or wrong layout), EncoderMismatchError or ValueError (bad device);
-        every message names the file."""
+        the optional R2Former checkpoint, and the map's keyframes file when it has one (``<map>.keyframes.npz``).
+        Raises FileNotFoundError (missing or unset file), MapFileError (corrupt or wrong layout),
+        EncoderMismatchError or ValueError (bad device); every message names the file."""
         from glace_core.encoder_registry import resolve_map_encoder
         from glace_core.map_files import check_encoder_compatibility
         from glace_core.network import load_map
@@ -288,7 +308,11 @@ class Localizer:
             from glace_core.r2former import load_r2former
 
             descriptor = load_r2former(Path(global_checkpoint).expanduser(), dev, tuple(global_resolution))
-        return cls(encoder, model, dev, descriptor, fast_inference=fast_inference, options=options)
+        keyframes = load_map_keyframes(map_path)
+        if keyframes is not None:
+            _logger.info("keyframes of %s: %d frames, %d keypoints", map_path, len(keyframes), keyframes.num_keypoints)
+        return cls(encoder, model, dev, descriptor, fast_inference=fast_inference, options=options,
+                   keyframes=keyframes)
 
     @property
     def zero_global_reason(self) -> str | None:
@@ -470,14 +494,33 @@ class Localizer:
                 if (entry[2].success, entry[2].inlier_count) > (result.success, result.inlier_count):
                     head, sc, result = entry
             candidate_inliers = [(k, int(r.inlier_count) if r.success else 0) for k, _, r in solved]
+        t3 = time.perf_counter()
+        refinement = self._refine(tensor, K_net, result, opt)
         t4 = time.perf_counter()
-        out = self._statistics(sc, result, K_net, opt, tensor)
+        out = self._statistics(sc, result, K_net, opt, tensor,
+                               refinement.camera_to_world if refinement is not None else None)
         t5 = time.perf_counter()
-        out.head_index, out.global_computed = head, computed
+        out.head_index, out.global_computed, out.refinement = head, computed, refinement
         out.candidates = candidate_inliers
         out.timings = {"preprocess": t1 - t0, "global": t2 - t1, **self.network_timings, "ransac": ransac_s,
-                       "statistics": t5 - t4, "total": t5 - t0}
+                       "refine": t4 - t3, "statistics": t5 - t4, "total": t5 - t0}
         return out
+
+    def _refine(self, image: torch.Tensor, K_net: np.ndarray, result, opt: LocalizerOptions) -> Refinement | None:
+        """The keyframe refinement of a regressed pose (None when off, without keyframes or without a pose)."""
+        if not (opt.refinement.enabled and self.keyframes is not None and result.success):
+            return None
+        pose = np.asarray(result.camera_to_world, dtype=np.float64)
+        if not np.all(np.isfinite(pose)):
+            return None
+        feats = self._predictor.features if self._predictor is not None else None
+        if feats is None:  # the fused single-head path does not expose them: one more encoder pass
+            with torch.inference_mode():
+                feats = self.encoder(image.to(self.device))
+        self._keypoints.max_keypoints = int(opt.refinement.max_keypoints)
+        pixels, descriptors = self._keypoints(image, feats)
+        return refine_pose(self.keyframes, pixels, descriptors, K_net, pose, opt.refinement, seed=opt.ransac.seed,
+                           pixel_scale=min(image.shape[-2:]) / DEFAULT_RESOLUTION)
 
     def _solve(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions) -> list:
         """``[(head, scene coordinates, dsac_native result), ...]`` in the order of ``candidates``.
@@ -506,9 +549,12 @@ class Localizer:
         return [(k, sc, r) for (k, sc), r in zip(candidates, results)]
 
     def _statistics(self, sc: np.ndarray, result, K_net: np.ndarray, opt: LocalizerOptions,
-                    image: torch.Tensor) -> Localization:
+                    image: torch.Tensor, refined: np.ndarray | None = None) -> Localization:
+        """The Localization of ``result``'s pose, or of the ``refined`` pose (4, 4) when given."""
         num_cells = int(sc.shape[1] * sc.shape[2])
         pose = np.asarray(result.camera_to_world, dtype=np.float64) if result.success else None
+        if refined is not None:
+            pose = refined
         if pose is not None and not np.all(np.isfinite(pose)):
             pose = None
         mean_err = depth = novelty = float("nan")

@@ -60,6 +60,9 @@ class MapPredictor:
         self.precision = precision if self.fast else "fp32"
         self._config = FastInferenceConfig(precision=self.precision)
         self.timings: dict[str, float] = {}
+        #: the encoder's features (1, C, h, w) of the last call, for the keyframe refinement; None after
+        #: the fused single-head path, which does not expose them
+        self.features: torch.Tensor | None = None
         self._fast_single = self._fast_encoder = None
         self._fast_heads: dict[int, object] = {}
         if self.fast and not self.ensemble:
@@ -109,6 +112,7 @@ class MapPredictor:
         image = image.to(self.device)
         gvec = global_features if int(getattr(self.model, "global_channels", 0)) else None
         t0 = time.perf_counter()
+        self.features = None
         if self._fast_single is not None:
             sc = self._fast_single(image, gvec)
             self.timings = {"network": time.perf_counter() - t0}
@@ -117,6 +121,7 @@ class MapPredictor:
         with self._inference():
             feats = self._fast_encoder(image) if self._fast_encoder is not None else self.encoder(image)
             _sync(self.device)
+            self.features = feats
             t1 = time.perf_counter()
             order = self.model.route(feats, self.candidates or None) if self.ensemble else [0]
         self.timings = {"encoder": t1 - t0, "head": time.perf_counter() - t1}  # routing counts as head time

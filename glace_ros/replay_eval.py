@@ -80,6 +80,7 @@ class ReplayOptions:
     ensemble_candidates: int | None = None  # heads of an ensemble map tried per frame; None: the node's default
     early_accept_ratio: float | None = None  # the node's early accept of the best-routed head; None: its default
     ensemble_fusion: str | None = None  # "union" or "best": how the node makes one pose of the candidates; None: its default
+    keyframe_refinement: bool | None = None  # the node's refinement with the map's keyframes; None: its default (on)
     node_params: str | None = None  # YAML parameter file for the node (flags above override it)
     node_name: str = "glace_relocalizer"
     startup_timeout: float = 180.0  # seconds for the node to load its map and match the topics
@@ -171,7 +172,8 @@ GATE_PARAMETERS = ("min_inlier_count", "min_inlier_ratio", "max_position_stddev"
 
 #: ReplayOptions fields passed to the node under the same name (when not None)
 FORWARDED_PARAMETERS = ("hypotheses", "threshold", "inlier_alpha", "max_reprojection_error", "seed",
-                        "min_inlier_count", "ensemble_candidates", "early_accept_ratio", "ensemble_fusion")
+                        "min_inlier_count", "ensemble_candidates", "early_accept_ratio", "ensemble_fusion",
+                        "keyframe_refinement")
 
 
 def _replay(bag: BagReader, opt: ReplayOptions, topics: list[str], image_topic: str, info_topic: str,
@@ -339,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble-fusion", dest="ensemble_fusion", choices=ENSEMBLE_FUSIONS, default=None,
                    help="how the candidate heads that run become one pose: 'union' (one RANSAC over all their "
                         "cells) or 'best' (the most inliers; default: the node's)")
+    p.add_argument("--keyframe-refinement", dest="keyframe_refinement", choices=("true", "false"), default=None,
+                   help="refine poses with the map's keyframes file (<map>.keyframes.npz; default: the node's, on)")
     p.add_argument("--node-params", default=None, help="YAML parameter file for the node (flags override it)")
     p.add_argument("--node-name", default=d.node_name, help="name of the started node")
     p.add_argument("--startup-timeout", type=float, default=d.startup_timeout, help="seconds for the node to start")
@@ -362,6 +366,8 @@ def main(argv=None) -> int:
     fields = {k: v for k, v in vars(args).items() if k != "bag"}
     if fields["gt_tf"] is not None:
         fields["gt_tf"] = tuple(fields["gt_tf"])
+    if fields["keyframe_refinement"] is not None:
+        fields["keyframe_refinement"] = fields["keyframe_refinement"] == "true"
     _stop_on_signals()
     try:
         result = replay_eval(args.bag, ReplayOptions(**fields))

@@ -9,6 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from relocalizer_scene import TRAIN_OPTIONS
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -86,8 +88,12 @@ def test_trained_map_reuses_a_current_map_and_retrains_a_stale_one(tiny_scene, t
     shutil.copy(f"{tiny_scene.map_path}.json", f"{cached}.json")
     cached.with_suffix(".seconds").write_text("12.5\n")
 
+    # a map made before glace-train wrote keyframes gets them (not a new training), their time added
     path, seconds = bs.trained_map(work, "cpu", TRAIN_OPTIONS)
-    assert (path, seconds, calls) == (cached, 12.5, [])
+    keyframes_seconds = float(Path(f"{cached}.keyframes.seconds").read_text())
+    assert (path, calls) == (cached, []) and seconds == pytest.approx(12.5 + keyframes_seconds)
+    assert Path(f"{cached}.keyframes.npz").is_file() and "glace-keyframes" in capsys.readouterr().out
+    assert bs.trained_map(work, "cpu", TRAIN_OPTIONS) == (path, seconds) and calls == []
 
     bs.trained_map(work, "cpu", [*TRAIN_OPTIONS, "--max_iterations", "999"])
     assert len(calls) == 1 and calls[0][-2:] == ["--max_iterations", "999"]

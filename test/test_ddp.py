@@ -23,7 +23,7 @@ def test_torchrun_two_ranks_write_one_loadable_map(tmp_path):
            "--use_aug", "True"]  # augmentation on: the buffer path the cpu preset skips
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["map.pt", "map.pt.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["map.pt", "map.pt.json", "map.pt.keyframes.npz"]  # rank 0 alone
     head = load_head(out / "map.pt")
     assert head.head_channels == 32 and head.local_channels == 64 and head.global_channels == 0
     sidecar = json.loads((out / "map.pt.json").read_text())

@@ -436,6 +436,7 @@ def test_the_covariance_knows_how_far_a_pose_is_from_the_mapping_views(tiny_scen
 
     path = tmp_path / "map.pt"
     shutil.copy(tiny_scene.map_path, path)
+    shutil.copy(f"{tiny_scene.map_path}.keyframes.npz", f"{path}.keyframes.npz")  # the same refinement
     sidecar = json.loads(open(f"{tiny_scene.map_path}.json").read())
     del sidecar["training"]["mapping_poses"]
     open(f"{path}.json", "w").write(json.dumps(sidecar))

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ensemble_fusion", choices=ENSEMBLE_FUSIONS, default=DEFAULT_ENSEMBLE_FUSION,
                         help="for an ensemble map, when more than one candidate runs: 'union' solves one RANSAC over "
                              "the cells of every candidate, 'best' solves each and keeps the most inliers (ACE's rule)")
+    parser.add_argument("--keyframe_refinement", type=_strtobool, default=True,
+                        help="refine each pose against the map's keyframes (<map>.keyframes.npz, written by glace-train's "
+                             "cpu presets and glace-keyframes) when it has them")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="CPU fast path: auto (bf16 where the CPU has AVX512_BF16 or AMX, else fp32), fp32, or "
                              "bf16 (encoder and heads in bf16, the heads' last layer in fp32; on a CPU without bf16 "
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             global_features_checkpoint=args.global_features_checkpoint, progress=not args.no_progress,
             fast_inference=not args.plain_inference, ensemble_candidates=args.ensemble_candidates,
             precision=args.precision, early_accept_ratio=args.early_accept_ratio, match_focal=args.match_focal,
-            ensemble_fusion=args.ensemble_fusion)
+            ensemble_fusion=args.ensemble_fusion, keyframe_refinement=args.keyframe_refinement)
         poses_path, test_path = write_eval_outputs(result, args.network, args.session)
     except (ValueError, FileNotFoundError, DatasetError) as exc:
         print(f"glace-eval: error: {exc}", file=sys.stderr)

@@ -61,6 +61,8 @@ HELP = {
                         "the split has depth/)",
     "novel_view_offset": "ours: max distance (m) of a novel view's camera from its mapping frame's",
     "novel_view_yaw": "ours: max turn (degrees) of a novel view's camera about its own y (down) axis",
+    "keyframe_keypoints": "ours: XFeat keypoints per mapping frame written to <map>.keyframes.npz for the pose "
+                          "refinement (glace_core.keyframes; 0: none; the cpu, quality and fast presets: 1024)",
     "num_clusters": "split the mapping frames into this many KMeans clusters of camera positions; without "
                     "--cluster_idx, train one head per cluster and write them as one ensemble map",
     "cluster_idx": "train only on the frames of this cluster (with --num_clusters), as the reference",

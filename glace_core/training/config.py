@@ -110,6 +110,8 @@ class TrainConfig:
     novel_view_ratio: float = 0.0  # probability that a buffer image is a novel view (0: off; only with depth/)
     novel_view_offset: float = 0.3  # max distance (m) of a novel view's camera from the frame's
     novel_view_yaw: float = 15.0  # max turn (degrees) of a novel view's camera about its y axis
+    # ours: keyframes for the pose refinement (glace_core.keyframes; XFeat encoders): keypoints per mapping frame
+    keyframe_keypoints: int = 0  # 0: no keyframes file (the paper's map alone)
     # training on one spatial cluster of the mapping frames
     num_clusters: Optional[int] = None  # split the training frames into this many KMeans clusters
     cluster_idx: Optional[int] = None  # train only on the frames of this cluster (None: an ensemble of all)
@@ -175,6 +177,8 @@ class TrainConfig:
         if self.novel_view_offset < 0 or self.novel_view_yaw < 0:
             raise ValueError("novel_view_offset and novel_view_yaw must be >= 0, got "
                              f"{self.novel_view_offset}, {self.novel_view_yaw}")
+        if self.keyframe_keypoints < 0:
+            raise ValueError(f"keyframe_keypoints must be >= 0 (0: no keyframes), got {self.keyframe_keypoints}")
         if self.use_depth not in DEPTH_MODES:
             raise ValueError(f"use_depth must be one of {DEPTH_MODES}, got {self.use_depth!r}")
         if not self.depth_loss_weight >= 0:
@@ -218,6 +222,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "image_resolution": 480,
         "use_aug": False,
         "use_depth": "auto",
+        "keyframe_keypoints": 1024,
     },
 }
 #: ``quality``: the cpu preset with augmentation (scale, rotation, brightness, contrast) and twice the

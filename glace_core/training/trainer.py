@@ -354,6 +354,20 @@ def depth_supervision(config: TrainConfig, dataset) -> bool:
     return config.use_depth == "on" or (config.use_depth == "auto" and has_depth)
 
 
+def _write_keyframes(map_path: Path, dataset, frames: list[int], config: TrainConfig, device: torch.device) -> None:
+    """The map's keyframes file (``glace_core.keyframes``), when its encoder has XFeat's keypoint head."""
+    from glace_core.keyframes import write_map_keyframes
+
+    t0 = time.perf_counter()
+    try:  # atomic on its own; an interrupt leaves the map without keyframes
+        path = write_map_keyframes(map_path, dataset, max_keypoints=config.keyframe_keypoints,
+                                   use_depth=config.use_depth != "off", frames=frames, device=device)
+    except ValueError as exc:  # e.g. an ACE encoder: no keypoint head; the map itself is written
+        _logger.warning("no keyframes for %s: %s", map_path, exc)
+        return
+    _logger.info("wrote %s in %.1f s", path, time.perf_counter() - t0)
+
+
 def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: int, device: torch.device,
            progress: bool, metadata: dict[str, Any]) -> TrainResult:
     seed = config.seed + rank
@@ -471,6 +485,8 @@ def _train(config: TrainConfig, dataset, output_path: Path, rank: int, world: in
         with signals_held():
             save_head(result, output_path, sidecar)
         written = output_path
+        if config.keyframe_keypoints > 0:
+            _write_keyframes(output_path, dataset, plan.frames, config, device)
     if world > 1:
         dist.barrier()
     return TrainResult(written, iterations, len(plan.frames), len(buffer), buffer_seconds, train_seconds,
