@@ -15,6 +15,10 @@ d^2 = e^T C^-1 e. The covariance is the node's: residuals, the texture of the in
 pose's distance from the mapping views (``glace_core.pose_covariance``; a cached map whose sidecar
 does not record its mapping poses is trained again, ``bench_scenes.stale_reason``).
 
+Poses refined by the keyframe refinement (``glace_core.keyframe_refinement``, on by default where the map
+has keyframes) get their covariance from their keypoint inliers, with their own calibration
+(``RefinementOptions.covariance``); the two kinds are scored, and fitted, apart.
+
 A calibrated 6-DoF covariance gives a median d^2 of about 5.35 (the chi^2(6) median; target 3-8) and
 >= 90 % of frames inside the chi^2(6) 95 % bound (12.59). The errors are heavier-tailed than a
 Gaussian's, so a covariance scaled to the chi^2 median leaves too many frames outside; ``--fit`` fits
@@ -40,7 +44,7 @@ from bench_scenes import scene, trained_map, training_spec  # noqa: E402
 from hard_scenes import VARIANTS  # noqa: E402
 
 from glace_core.dataset import SceneSplit  # noqa: E402
-from glace_core.localizer import Localizer  # noqa: E402
+from glace_core.localizer import Localizer, RefinementOptions  # noqa: E402
 from glace_core.pose_covariance import (CovarianceCalibration, covariance_from_residuals,  # noqa: E402
                                         mahalanobis_squared, pose_error_vector)
 
@@ -50,9 +54,10 @@ SCENES = ("dense", "lighting", "blur", "sparse", "offset", "camera")
 
 
 def frame_stats(scene_dir: Path, map_path: Path) -> list[dict]:
-    """Per scored frame: the residual statistics (with the inliers' texture), cells, K, the pose's
-    distance from the mapping views, estimate, ground truth and the covariance the node published,
-    all as the Localizer computed them."""
+    """Per scored frame: its kind ("regressed", or "refined" by the keyframe refinement), the residual
+    statistics (cells with their texture, or keypoints), the observations (cells, or keypoint matches),
+    K, the pose's distance from the mapping views, estimate, ground truth and the covariance the node
+    published, all as the Localizer computed them."""
     localizer = Localizer.load(map_path, device="cpu")
     split = SceneSplit(scene_dir, "test")
     out = []
@@ -60,8 +65,10 @@ def frame_stats(scene_dir: Path, map_path: Path) -> list[dict]:
         loc = localizer.localize(split.load_rgb(i), split[i].K)
         if not loc.success or loc.inlier_count < MIN_INLIERS or loc.covariance is None:
             continue
-        out.append({"stats": loc.statistics, "cells": loc.num_cells, "K": loc.K_network, "est": loc.camera_to_world,
-                    "gt": np.asarray(split[i].pose, np.float64), "frames": len(split),
+        refined = loc.refinement is not None and loc.refinement.applied
+        out.append({"kind": "refined" if refined else "regressed", "stats": loc.statistics,
+                    "cells": loc.refinement.matches if refined else loc.num_cells, "K": loc.K_network,
+                    "est": loc.camera_to_world, "gt": np.asarray(split[i].pose, np.float64), "frames": len(split),
                     "novelty": loc.mapping_view_distance_m, "published": loc.covariance})
     return out
 
@@ -83,8 +90,43 @@ def fit_n_eff(frames: list[dict], base: CovarianceCalibration, median: float) ->
 
 
 def summary(d2: np.ndarray) -> str:
+    if len(d2) == 0:
+        return "no frames"
     return (f"median d^2 {np.median(d2):6.2f} | inside chi2(6) 95 % {100 * np.mean(d2 <= CHI2_6_95):5.1f} % | "
             f"mean {np.mean(d2):8.1f}")
+
+
+def report(kind: str, per_scene: dict[str, list[dict]], base: CovarianceCalibration, fit: bool, fit_median: float) -> None:
+    """The table of one kind of pose (its frames in every scene) under its calibration ``base``."""
+    per_scene = {name: [f for f in frames if f["kind"] == kind] for name, frames in per_scene.items()}
+    print(f"\n{kind} poses, calibration: {base}")
+    print("| scene | frames scored | default: median d^2 | inside 95 % | leave-one-out n_eff | median d^2 | inside 95 % |")
+    print("|---|---|---|---|---|---|---|")
+    everything, out_of_sample = [], []
+    for name, frames in per_scene.items():
+        if not frames:
+            print(f"| {name} | 0 | | | | | |")
+            continue
+        d2 = distances(frames, base)
+        published = np.array([mahalanobis_squared(pose_error_vector(f["est"], f["gt"]), f["published"]) for f in frames])
+        assert np.allclose(d2, published, rtol=1e-6), "the bench's covariance differs from the node's"
+        row = f"| {name} | {len(frames)} of {frames[0]['frames']} | {np.median(d2):.2f} | {100 * np.mean(d2 <= CHI2_6_95):.0f} % |"
+        others = [f for other, fs in per_scene.items() if other != name for f in fs]
+        if fit and others:
+            n_eff = fit_n_eff(others, base, fit_median)
+            d2_out = distances(frames, dataclasses.replace(base, effective_observations=n_eff))
+            out_of_sample.append(d2_out)
+            row += f" {n_eff:.1f} | {np.median(d2_out):.2f} | {100 * np.mean(d2_out <= CHI2_6_95):.0f} % |"
+        else:
+            row += " | | |"
+        print(row)
+        everything += frames
+    print(f"all scenes, default calibration: {summary(distances(everything, base))}")
+    if fit and everything:
+        print(f"all scenes, leave-one-scene-out n_eff: {summary(np.concatenate(out_of_sample) if out_of_sample else np.zeros(0))}")
+        n_eff = fit_n_eff(everything, base, fit_median)
+        print(f"n_eff fitted on all scenes: {n_eff:.2f} -> "
+              f"{summary(distances(everything, dataclasses.replace(base, effective_observations=n_eff)))}")
 
 
 def main(argv=None) -> int:
@@ -96,38 +138,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     preset, extra, label = training_spec(args.preset)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    base = CovarianceCalibration()
     per_scene = {}
     for name in SCENES:
         seed, flags = VARIANTS[name]
         root = scene(args.work, f"hard_{name}", seed, flags)
         map_path, _ = trained_map(root, preset, extra, label)
         per_scene[name] = frame_stats(root, map_path)
-    print(f"default calibration: {base}")
-    print("| scene | frames scored | default: median d^2 | inside 95 % | leave-one-out n_eff | median d^2 | inside 95 % |")
-    print("|---|---|---|---|---|---|---|")
-    everything, out_of_sample = [], []
-    for name, frames in per_scene.items():
-        d2 = distances(frames, base)
-        published = np.array([mahalanobis_squared(pose_error_vector(f["est"], f["gt"]), f["published"]) for f in frames])
-        assert np.allclose(d2, published, rtol=1e-6), "the bench's covariance differs from the node's"
-        row = f"| {name} | {len(frames)} of {frames[0]['frames'] if frames else 0} | {np.median(d2):.2f} | " \
-              f"{100 * np.mean(d2 <= CHI2_6_95):.0f} % |"
-        if args.fit:
-            others = [f for other, fs in per_scene.items() if other != name for f in fs]
-            n_eff = fit_n_eff(others, base, args.fit_median)
-            d2_out = distances(frames, dataclasses.replace(base, effective_observations=n_eff))
-            out_of_sample.append(d2_out)
-            row += f" {n_eff:.1f} | {np.median(d2_out):.2f} | {100 * np.mean(d2_out <= CHI2_6_95):.0f} % |"
-        else:
-            row += " | | |"
-        print(row)
-        everything += frames
-    print(f"all scenes, default calibration: {summary(distances(everything, base))}")
-    if args.fit:
-        print(f"all scenes, leave-one-scene-out n_eff: {summary(np.concatenate(out_of_sample))}")
-        n_eff = fit_n_eff(everything, base, args.fit_median)
-        print(f"n_eff fitted on all scenes: {n_eff:.2f} -> {summary(distances(everything, dataclasses.replace(base, effective_observations=n_eff)))}")
+    report("regressed", per_scene, CovarianceCalibration(), args.fit, args.fit_median)
+    report("refined", per_scene, RefinementOptions().covariance, args.fit, args.fit_median)
     return 0
 
 

@@ -15,7 +15,9 @@ in ``--work`` with their maps, shared with bench/covariance.py):
 - ``rooms``: three rooms joined by corridors, repeated furniture (``--rooms 3``)
 
 Ours: ``glace-train --preset P`` then ``glace_core.localizer.Localizer`` over the test split (the
-node's path; time per frame after a warm-up pass). The cpu and quality presets train with the scenes'
+node's path, with its defaults, the keyframe refinement included; time per frame after a warm-up
+pass; a cached map made before glace-train wrote keyframes gets them from glace-keyframes, its time
+added to the mapping time). The cpu and quality presets train with the scenes'
 rendered depth (``use_depth auto``); ``cpu+use_depth=off`` is the map from RGB and poses alone, what
 a user without depth gets. The peer: bench/feature_peer.py with XFeat or SIFT keypoints, 3D points
 from the mapping depth. Printed per variant and method: within 5 cm/5 deg and 10 cm/10 deg, median
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
         rows += [(f"peer ({feat})", lambda feat=feat: peer(root, feat)) for feat in args.peers.split(",") if feat]
         for label, run in rows:
             r = run()
-            print(f"| {name} | {label} | {r['5/5']:.0f} % | {r['10/10']:.0f} % | {r['t_cm']:.1f} cm / "
+            print(f"| {name} | {label} | {r['5/5']:.0f} % | {r['10/10']:.0f} % | {r['t_cm']:.2f} cm / "
                   f"{r['r_deg']:.2f} deg | {_gate_cell(r)} | "
                   f"{r['ms']:.0f} | "
                   f"{r['map_s']:.0f} s |", flush=True)

@@ -5,7 +5,8 @@
 
 One run, every configuration measured in it (``--precisions``, the first is the reference the ratios
 and pose changes are against). A configuration is a precision, optionally with ``@RATIO`` for the
-``early_accept_ratio`` (``fp32@0``: every candidate head on every frame, as before early accept):
+``early_accept_ratio`` (``fp32@0``: every candidate head on every frame, as before early accept) and
+``+norefine`` for the keyframe refinement off (``auto+norefine``; maps with a keyframes file):
 
 1. Offline, ``glace_core.localizer.Localizer.localize`` over the scene's test frames (a warm-up pass,
    then a timed pass): median per-stage times (preprocess, global, encoder/head or network, ransac,
@@ -49,17 +50,24 @@ def _load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def parse_config(text: str) -> tuple[str, float | None]:
-    """``PRECISION`` or ``PRECISION@RATIO`` -> (precision, early_accept_ratio or None for the default)."""
+def parse_config(text: str) -> tuple[str, float | None, bool]:
+    """``PRECISION[@RATIO][+norefine]`` -> (precision, early_accept_ratio or None for the default, keyframe
+    refinement on)."""
+    text, _, flag = text.partition("+")
+    if flag not in ("", "norefine"):
+        raise SystemExit(f"unknown configuration suffix +{flag} (only +norefine)")
     precision, _, ratio = text.partition("@")
-    return precision, (float(ratio) if ratio else None)
+    return precision, (float(ratio) if ratio else None), flag != "norefine"
 
 
 def localizer_options(config: str):
     from glace_core.localizer import LocalizerOptions
 
-    precision, early = parse_config(config)
-    return LocalizerOptions(precision=precision, **({} if early is None else {"early_accept_ratio": early}))
+    from glace_core.localizer import RefinementOptions
+
+    precision, early, refine = parse_config(config)
+    return LocalizerOptions(precision=precision, refinement=RefinementOptions(enabled=refine),
+                            **({} if early is None else {"early_accept_ratio": early}))
 
 
 def offline(scene: Path, map_path: Path, config: str) -> dict:
@@ -114,10 +122,10 @@ def through_node(scene: Path, map_path: Path, config: str, n_frames: int) -> dic
     env = ros_environment()
     for key in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE"):
         os.environ.setdefault(key, env[key])
-    precision, early = parse_config(config)
-    name = f"realtime_{os.getpid()}_{config.replace('@', '_at_').replace('.', '_')}"
+    precision, early, refine = parse_config(config)
+    name = f"realtime_{os.getpid()}_{config.replace('@', '_at_').replace('.', '_').replace('+', '_')}"
     params = {"map_path": str(map_path), "image_topic": f"/{name}/image", "camera_info_topic": f"/{name}/info",
-              "image_qos": "reliable", "precision": precision, "min_inlier_count": 0,
+              "image_qos": "reliable", "precision": precision, "min_inlier_count": 0, "keyframe_refinement": refine,
               **({} if early is None else {"early_accept_ratio": early}),
               "max_position_stddev": 0.0, "max_rotation_stddev": 0.0, "tf_mode": "none"}
     log = Path(tempfile.mkdtemp(prefix="glace-realtime-")) / "node.log"

@@ -20,6 +20,8 @@ keypoints are matched to theirs, and a PnP RANSAC on those matches refines the p
 - **File**: ``<map>.keyframes.npz`` beside the map and its sidecar, written atomically. It records the
   head file's SHA-256; a keyframes file of another (older) map file is ignored with a warning.
   Descriptors are float16 and points float32: about 140 bytes a keypoint, 36 MB for 250 frames of 1024.
+  Each frame also keeps its routing descriptor (``head_ensemble.routing_descriptor``), for the refinement's
+  fallback when the regressed pose is metres off.
 """
 from __future__ import annotations
 
@@ -140,13 +142,16 @@ class Keyframes:
     """The keyframes of a map: frame i's keypoints are rows ``offsets[i]:offsets[i + 1]``.
 
     poses (M, 4, 4) float64 camera-to-world; offsets (M + 1,) int64; descriptors (N, D) float16 unit rows;
-    points (N, 3) float32 world points; head_sha256: the map file they belong to ("" when unknown)."""
+    points (N, 3) float32 world points; head_sha256: the map file they belong to ("" when unknown);
+    global_descriptors (M, G) float16: each frame's routing descriptor (``head_ensemble.routing_descriptor``),
+    or None."""
 
     poses: np.ndarray
     offsets: np.ndarray
     descriptors: np.ndarray
     points: np.ndarray
     head_sha256: str = ""
+    global_descriptors: np.ndarray | None = None
 
     def __post_init__(self):
         self.poses = np.asarray(self.poses, dtype=np.float64)
@@ -167,6 +172,11 @@ class Keyframes:
                              f"descriptors and {len(self.points)} points")
         if not (np.all(np.isfinite(self.points)) and np.all(np.isfinite(self.poses))):
             raise ValueError("keyframe points and poses must be finite")
+        if self.global_descriptors is not None:
+            self.global_descriptors = np.asarray(self.global_descriptors, dtype=np.float16)
+            if self.global_descriptors.ndim != 2 or len(self.global_descriptors) != m:
+                raise ValueError(f"keyframe global descriptors must be (M, G) = ({m}, G), "
+                                 f"got shape {self.global_descriptors.shape}")
 
     def __len__(self) -> int:
         return len(self.poses)
@@ -183,9 +193,10 @@ class Keyframes:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the keyframes to ``path`` (npz) atomically."""
         buffer = io.BytesIO()
+        extra = {} if self.global_descriptors is None else {"global_descriptors": self.global_descriptors}
         np.savez(buffer, format=np.array(KEYFRAMES_FORMAT), format_version=np.array(KEYFRAMES_FORMAT_VERSION),
                  head_sha256=np.array(self.head_sha256), poses=self.poses, offsets=self.offsets,
-                 descriptors=self.descriptors, points=self.points)
+                 descriptors=self.descriptors, points=self.points, **extra)
         atomic_write_bytes(path, buffer.getvalue())
         return Path(path)
 
@@ -202,7 +213,8 @@ class Keyframes:
                     raise ValueError(f"format version {int(data['format_version'])} is newer than this "
                                      f"glace-ros reads ({KEYFRAMES_FORMAT_VERSION})")
                 return cls(data["poses"], data["offsets"], data["descriptors"], data["points"],
-                           str(data["head_sha256"]))
+                           str(data["head_sha256"]),
+                           data["global_descriptors"] if "global_descriptors" in data.files else None)
         except (OSError, KeyError, ValueError, EOFError) as exc:
             raise MapFileError(f"{path} is not a readable keyframes file: {exc}") from exc
 
@@ -253,6 +265,7 @@ def build_keyframes(encoder: torch.nn.Module, split, resolution: int, *, max_key
     from tqdm import tqdm
 
     from glace_core.dataset import load_global_features
+    from glace_core.head_ensemble import routing_descriptor
     from glace_core.map_predictor import MapPredictor
     from glace_core.preprocess import preprocess_image
 
@@ -269,13 +282,14 @@ def build_keyframes(encoder: torch.nn.Module, split, resolution: int, *, max_key
     predictor = None if depth else MapPredictor(encoder, model, fast=False, candidates=1)
     channels = 0 if depth else int(getattr(model, "global_channels", 0))
     gfeat = load_global_features(split) if channels else None  # None: zeros, as the Localizer without a descriptor
-    descs, points, counts = [], [], []
+    descs, points, counts, globals_ = [], [], [], []
     for i in tqdm(frames, desc="keyframes", disable=not progress):
         rgb, K, pose = split.load_rgb(i), np.asarray(split[i].K, dtype=np.float64), all_poses[i]
         tensor, K_net = preprocess_image(rgb, K, resolution=resolution)
         with torch.inference_mode():
             feats = encoder(tensor.to(dev))
         pixels, desc = extractor(tensor, feats)
+        globals_.append(routing_descriptor(feats)[0].float().cpu().numpy())
         if depth:
             scale = np.array([rgb.shape[1] / tensor.shape[-1], rgb.shape[0] / tensor.shape[-2]])
             pts = lift_keypoints(pixels * scale, rgb.shape[:2], split.load_depth_m(i), K, pose)
@@ -290,7 +304,8 @@ def build_keyframes(encoder: torch.nn.Module, split, resolution: int, *, max_key
         counts.append(int(keep.sum()))
     keyframes = Keyframes(all_poses[frames].reshape(-1, 4, 4), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
                           np.concatenate(descs) if descs else np.zeros((0, 64), np.float16),
-                          np.concatenate(points) if points else np.zeros((0, 3), np.float32), head_sha256)
+                          np.concatenate(points) if points else np.zeros((0, 3), np.float32), head_sha256,
+                          np.stack(globals_) if globals_ else None)
     _logger.info("keyframes of %s: %d frames, %d keypoints with world points (from %s)", name, len(keyframes),
                  keyframes.num_keypoints, "depth" if depth else "the map")
     return keyframes

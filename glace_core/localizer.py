@@ -33,9 +33,11 @@ the benchmarks all localise through ``Localizer.localize``. One frame goes throu
    ``glace_core.keyframes``): XFeat keypoints of the image (its keypoint head, and descriptors
    sampled from the encoder features step 3 computed) are matched to the mapping frames nearest to
    the pose, and a PnP RANSAC on those matches refines it (``glace_core.keyframe_refinement``).
-6. The residuals of the winner's cells under the (refined) pose (:func:`reprojection_statistics`; after
+6. The residuals of the winner's cells under its pose (:func:`reprojection_statistics`; after
    "union", the cells of the candidate head with the most inliers under the fused pose) and the
-   6x6 pose covariance from them (``glace_core.pose_covariance``).
+   6x6 pose covariance from them (``glace_core.pose_covariance``). A refined pose's inlier count,
+   residuals and covariance are those of its keypoint inliers instead (with their own calibration,
+   ``RefinementOptions.covariance``).
 
 RANSAC options (:class:`RansacOptions`) take their defaults from the native solver
 (``dsac_native.Options()``: 64 hypotheses, 10 px, alpha 100, 100 px clamp), so they are declared
@@ -82,7 +84,8 @@ from glace_core.devices import resolve_device
 from glace_core.ensemble_fusion import ENSEMBLE_FUSIONS, fuse_candidates
 from glace_core.geometry import check_K
 from glace_core.global_descriptors import GLOBAL_MODES, GlobalDescriptorSource
-from glace_core.keyframe_refinement import Refinement, RefinementOptions, refine_pose
+from glace_core.head_ensemble import routing_descriptor
+from glace_core.keyframe_refinement import Refinement, RefinementOptions, keypoint_statistics, refine_pose
 from glace_core.keyframes import Keyframes, KeypointExtractor, load_map_keyframes
 from glace_core.map_files import mapping_poses, training_focal, training_resolution
 from glace_core.map_predictor import DEFAULT_CANDIDATES, MapPredictor
@@ -194,7 +197,9 @@ class Localization:
     ``camera_to_world`` (4, 4) float64 is None when RANSAC failed. ``scene_coordinates`` (3, h, w)
     float32 are the winning head's, ``K_network`` (3, 3) the intrinsics at network resolution.
     ``candidates`` lists ``(head index, inlier count)`` of every head tried, best-routed first (after
-    ``ensemble_fusion`` "union": each head's inlier cells under the fused pose).
+    ``ensemble_fusion`` "union": each head's inlier cells under the fused pose). ``inlier_count``,
+    ``statistics`` and ``covariance`` are the cells' (RANSAC inliers), or, when ``refinement`` was applied,
+    its keypoint inliers'.
     ``covariance`` is (36,) float64 in ROS PoseWithCovariance order (x, y, z, rot_x, rot_y, rot_z;
     position in the map frame) or None without a pose. ``timings`` holds seconds per stage:
     preprocess, global, network (or encoder and head), ransac, refine, statistics, total.
@@ -497,8 +502,7 @@ class Localizer:
         t3 = time.perf_counter()
         refinement = self._refine(tensor, K_net, result, opt)
         t4 = time.perf_counter()
-        out = self._statistics(sc, result, K_net, opt, tensor,
-                               refinement.camera_to_world if refinement is not None else None)
+        out = self._statistics(sc, result, K_net, opt, tensor, refinement)
         t5 = time.perf_counter()
         out.head_index, out.global_computed, out.refinement = head, computed, refinement
         out.candidates = candidate_inliers
@@ -519,8 +523,9 @@ class Localizer:
                 feats = self.encoder(image.to(self.device))
         self._keypoints.max_keypoints = int(opt.refinement.max_keypoints)
         pixels, descriptors = self._keypoints(image, feats)
+        query_global = routing_descriptor(feats)[0].float().cpu().numpy()
         return refine_pose(self.keyframes, pixels, descriptors, K_net, pose, opt.refinement, seed=opt.ransac.seed,
-                           pixel_scale=min(image.shape[-2:]) / DEFAULT_RESOLUTION)
+                           pixel_scale=min(image.shape[-2:]) / DEFAULT_RESOLUTION, query_global=query_global)
 
     def _solve(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions) -> list:
         """``[(head, scene coordinates, dsac_native result), ...]`` in the order of ``candidates``.
@@ -549,26 +554,35 @@ class Localizer:
         return [(k, sc, r) for (k, sc), r in zip(candidates, results)]
 
     def _statistics(self, sc: np.ndarray, result, K_net: np.ndarray, opt: LocalizerOptions,
-                    image: torch.Tensor, refined: np.ndarray | None = None) -> Localization:
-        """The Localization of ``result``'s pose, or of the ``refined`` pose (4, 4) when given."""
+                    image: torch.Tensor, refinement: Refinement | None = None) -> Localization:
+        """The Localization of ``result``'s pose, or of the refined pose when ``refinement`` was applied:
+        then the statistics, the inlier count and the covariance are those of its keypoint inliers
+        (``keyframe_refinement.keypoint_statistics``, ``RefinementOptions.covariance``)."""
         num_cells = int(sc.shape[1] * sc.shape[2])
+        refined = refinement is not None and refinement.applied
         pose = np.asarray(result.camera_to_world, dtype=np.float64) if result.success else None
-        if refined is not None:
-            pose = refined
+        if refined:
+            pose = refinement.camera_to_world
         if pose is not None and not np.all(np.isfinite(pose)):
             pose = None
         mean_err = depth = novelty = float("nan")
         cov = stats = None
+        inliers = int(result.inlier_count)
         if pose is not None:
-            texture = cell_texture(image, sc.shape[1:], self.stride, STD * 255.0)
-            stats = reprojection_statistics(sc, pose, K_net, opt.ransac.threshold, self.stride, texture)
-            mean_err, depth = stats["mean_error_px"], stats["median_depth_m"]
             if self.mapping_views is not None:
                 novelty = self.mapping_views.distance(pose)
+            if refined:
+                stats = keypoint_statistics(refinement, pose)
+                inliers, observations, calibration = stats["inliers"], refinement.matches, opt.refinement.covariance
+            else:
+                texture = cell_texture(image, sc.shape[1:], self.stride, STD * 255.0)
+                stats = reprojection_statistics(sc, pose, K_net, opt.ransac.threshold, self.stride, texture)
+                observations, calibration = num_cells, opt.covariance
+            mean_err, depth = stats["mean_error_px"], stats["median_depth_m"]
             if stats["inliers"] >= 3:
-                cov = covariance_from_residuals(stats, num_cells, K_net, pose, opt.covariance, novelty)
+                cov = covariance_from_residuals(stats, observations, K_net, pose, calibration, novelty)
         return Localization(success=pose is not None, camera_to_world=pose,
-                            inlier_count=int(result.inlier_count), num_cells=num_cells,
+                            inlier_count=inliers, num_cells=num_cells,
                             mean_inlier_error_px=mean_err, median_inlier_depth_m=depth, covariance=cov,
                             mapping_view_distance_m=novelty, statistics=stats,
                             scene_coordinates=sc, K_network=K_net)

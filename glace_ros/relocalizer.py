@@ -140,9 +140,13 @@ class RelocalizerMixin:
         self._worker = LatestFrameWorker(self._process, self._internal_error, "glace-relocalizer-worker",
                                          p.frame_queue)
         enc = getattr(self.localizer.encoder, "encoder_id", getattr(self.localizer.encoder, "name", "?"))
+        keyframes = self.localizer.keyframes
+        refinement = (f"keyframe refinement {'on' if p.keyframe_refinement else 'off (parameter)'} "
+                      f"({len(keyframes)} keyframes)" if keyframes is not None else
+                      "no keyframe refinement (the map has no keyframes file; glace-keyframes writes one)")
         self.get_logger().info(f"localizing against {p.map_path} (encoder {enc}, device {self.localizer.device}); "
                                f"images from {self.image_topic}, intrinsics from {p.camera_info_topic}; "
-                               f"tf_mode {p.tf_mode}")
+                               f"tf_mode {p.tf_mode}; {refinement}")
 
     def _deactivate(self) -> None:
         if getattr(self, "_republisher", None) is not None:

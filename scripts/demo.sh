@@ -44,6 +44,6 @@ glace-replay-eval "$OUT/test_bag" --map "$OUT/map.pt" --out "$OUT/replay" --lock
 TOTAL=$(( $(date +%s) - START ))
 echo
 echo "[demo] done in ${TOTAL} s (mapping ${MAP_S} s)"
-echo "[demo] map:              $OUT/map.pt (+ map.pt.json)"
+echo "[demo] map:              $OUT/map.pt (+ map.pt.json, map.pt.keyframes.npz)"
 echo "[demo] poses and summary: $OUT/replay/"
 echo "[demo] trajectory plot:  $OUT/replay/trajectory.png"

@@ -29,14 +29,17 @@ def room(tmp_path_factory):
     return root, encoder, build_keyframes(encoder, train, HEIGHT)
 
 
-def _query(encoder, root, i, max_keypoints=1024):
+def _query(encoder, root, i, max_keypoints=1024, with_global=False):
+    from glace_core.head_ensemble import routing_descriptor
+
     test = SceneSplit(root, "test")
     rgb, K, gt = test.load_rgb(i), test.intrinsics(i), test.poses[i]
     tensor, K_net = preprocess_image(rgb, K, resolution=HEIGHT)
     with torch.inference_mode():
         feats = encoder(tensor)
     pixels, desc = KeypointExtractor(encoder, max_keypoints)(tensor, feats)
-    return pixels, desc, np.asarray(K_net, np.float64), gt
+    out = pixels, desc, np.asarray(K_net, np.float64), gt
+    return (*out, routing_descriptor(feats)[0].numpy()) if with_global else out
 
 
 def _perturbed(pose, metres, degrees, seed=0):
@@ -103,8 +106,28 @@ def test_refinement_recovers_the_pose(room):
         assert t < 0.015 and r < 0.5, (i, t, r)
         errors.append(t)
         assert out.inliers >= 30 and len(out.keyframes) == RefinementOptions().keyframes
-        assert 0.07 < out.correction_m < 0.13
+        assert 0.07 < out.correction_m < 0.13 and out.source == "nearest"
     assert np.mean(errors) < 0.008
+
+
+def test_a_pose_metres_off_is_found_from_the_most_similar_keyframes(room):
+    """A regressed pose 2 m and 90 deg off: its nearest keyframes see something else, and the fallback to
+    the keyframes whose routing descriptors look most like the query finds the pose (without the query's
+    descriptor, or with retrieval off, the regressed pose stays)."""
+    root, encoder, keyframes = room
+    assert keyframes.global_descriptors is not None and keyframes.global_descriptors.shape == (24, 256)
+    for i in range(4):
+        pixels, desc, K, gt, g = _query(encoder, root, i, with_global=True)
+        wrong = _perturbed(gt, 2.0, 90.0, seed=i)
+        out = refine_pose(keyframes, pixels, desc, K, wrong, query_global=g)
+        assert out.applied and out.source == "retrieved", out.reason
+        t, r = pose_errors(out.camera_to_world, gt)
+        assert t < 0.015 and r < 0.5, (i, t, r)
+        assert not refine_pose(keyframes, pixels, desc, K, wrong).applied
+        assert not refine_pose(keyframes, pixels, desc, K, wrong, RefinementOptions(retrieval=False),
+                               query_global=g).applied
+    with pytest.raises(ValueError, match="query_global"):
+        refine_pose(keyframes, pixels, desc, K, wrong, query_global=g[:10])
 
 
 def test_refinement_refuses_what_it_cannot_trust(room):
@@ -139,6 +162,7 @@ def test_keyframes_file_round_trip_and_staleness(room, tmp_path, caplog):
     back = load_map_keyframes(map_path)
     assert back is not None and back.num_keypoints == keyframes.num_keypoints
     assert np.array_equal(back.descriptors, keyframes.descriptors) and np.array_equal(back.points, keyframes.points)
+    assert np.array_equal(back.global_descriptors, keyframes.global_descriptors)
     desc, points = back.frames([1, 0])
     n0, n1 = np.diff(back.offsets)[:2]
     assert len(desc) == n0 + n1 and np.array_equal(points[:n1], back.points[n0:n0 + n1])
@@ -196,9 +220,40 @@ def test_localizer_refines_with_the_maps_keyframes(tiny_scene):
     off = loc.localize(frame.rgb, frame.K, options=dataclasses.replace(
         options, refinement=RefinementOptions(enabled=False)))
     assert off.refinement is None
-    if out.refinement.applied:
-        assert np.array_equal(out.camera_to_world, out.refinement.camera_to_world)
-        t, _ = pose_errors(out.camera_to_world, off.camera_to_world)
-        assert abs(t - out.refinement.correction_m) < 1e-9
-    else:  # the regressed pose stays
-        assert np.array_equal(out.camera_to_world, off.camera_to_world)
+    assert out.refinement.applied, out.refinement.reason
+    assert np.array_equal(out.camera_to_world, out.refinement.camera_to_world)
+    t, _ = pose_errors(out.camera_to_world, off.camera_to_world)
+    assert abs(t - out.refinement.correction_m) < 1e-9
+    # the refined pose's inliers, residuals and covariance are its keypoints' (with their own calibration)
+    from glace_core.keyframe_refinement import REFINED_COVARIANCE, keypoint_statistics
+    from glace_core.pose_covariance import covariance_from_residuals
+
+    assert out.inlier_count == out.statistics["inliers"] == len(out.refinement.inlier_errors) >= 3
+    assert np.all(out.statistics["errors"] < max(3.0 * tiny_scene.resolution / 480, 1.0))
+    stats = keypoint_statistics(out.refinement, out.camera_to_world)
+    np.testing.assert_allclose(out.covariance, covariance_from_residuals(
+        stats, out.refinement.matches, out.K_network, out.camera_to_world, REFINED_COVARIANCE,
+        out.mapping_view_distance_m), rtol=1e-12)
+    assert off.inlier_count != out.inlier_count and off.statistics["texture"] is not None
+
+
+def test_glace_keyframes_adds_keyframes_to_a_map(tiny_scene, tmp_path, capsys):
+    """glace-keyframes SCENE MAP writes MAP.keyframes.npz, which the Localizer then loads; bad input is an
+    error that names it (exit 2), and nothing is written."""
+    import shutil
+
+    from glace_core.cli.keyframes import main
+
+    map_path = tmp_path / "map.pt"
+    shutil.copy(tiny_scene.map_path, map_path)
+    shutil.copy(f"{tiny_scene.map_path}.json", f"{map_path}.json")
+    assert main([str(tiny_scene.root), str(tmp_path / "missing.pt")]) == 2
+    assert "map file not found" in capsys.readouterr().err
+    assert main([str(tmp_path / "no_scene"), str(map_path)]) == 2
+    assert "scene folder not found" in capsys.readouterr().err
+    assert main([str(tiny_scene.root), str(map_path), "--keyframe_keypoints", "0"]) == 2
+    assert not keyframes_path(map_path).exists()
+    assert main([str(tiny_scene.root), str(map_path), "--keyframe_keypoints", "64", "--no_progress"]) == 0
+    written = load_map_keyframes(map_path)
+    assert written is not None and len(written) == len(SceneSplit(tiny_scene.root, "train"))
+    assert np.all(np.diff(written.offsets) <= 64)

@@ -17,7 +17,7 @@ from glace_core.encoder_registry import resolve_encoder
 from glace_core.geometry import cell_centres
 from glace_core.head import GlaceHead
 from glace_core.localizer import (LocalizationError, Localizer, LocalizerOptions, RansacOptions,
-                                  reprojection_statistics)
+                                  RefinementOptions, reprojection_statistics)
 from glace_core.preprocess import preprocess_image
 from glace_core.r2former import R2FormerDescriptor
 
@@ -423,9 +423,11 @@ def test_the_covariance_knows_how_far_a_pose_is_from_the_mapping_views(tiny_scen
     recorded = mapping_poses(read_map_metadata(tiny_scene.map_path))
     np.testing.assert_allclose(recorded, np.asarray(train.poses)[:, :3, :4], atol=1e-5)
     frame = tiny_scene.frames[tiny_scene.good_frame]
-    localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu")
+    # the regression's covariance (the keyframe refinement's, from keypoints, is tested in test_keyframes.py)
+    options = LocalizerOptions(refinement=RefinementOptions(enabled=False))
+    localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu", options=options)
     out = localizer.localize(frame.rgb, frame.K)
-    assert out.success and out.covariance is not None
+    assert out.success and out.covariance is not None and out.refinement is None
     expected = localizer.mapping_views.distance(out.camera_to_world)
     assert out.mapping_view_distance_m == pytest.approx(expected) and 0 <= expected < 1.0
     # the statistics it was computed from come with it (the texture of every inlier included)
@@ -436,11 +438,10 @@ def test_the_covariance_knows_how_far_a_pose_is_from_the_mapping_views(tiny_scen
 
     path = tmp_path / "map.pt"
     shutil.copy(tiny_scene.map_path, path)
-    shutil.copy(f"{tiny_scene.map_path}.keyframes.npz", f"{path}.keyframes.npz")  # the same refinement
     sidecar = json.loads(open(f"{tiny_scene.map_path}.json").read())
     del sidecar["training"]["mapping_poses"]
     open(f"{path}.json", "w").write(json.dumps(sidecar))
-    old = Localizer.load(path, tiny_scene.encoder, "cpu")
+    old = Localizer.load(path, tiny_scene.encoder, "cpu", options=options)
     assert old.mapping_views is None
     old_out = old.localize(frame.rgb, frame.K)
     assert math.isnan(old_out.mapping_view_distance_m)

@@ -13,7 +13,7 @@ from glace_core import cpu_features
 from glace_core.cpu_features import ENV_VAR, resolve_precision
 from glace_core.fast_inference import FastInferenceConfig, FastModule, FoldedHead, to_bfloat16
 from glace_core.head import GlaceHead
-from glace_core.localizer import Localizer, LocalizerOptions, RansacOptions
+from glace_core.localizer import Localizer, LocalizerOptions, RansacOptions, RefinementOptions
 
 
 def test_precision_follows_the_cpu_features(monkeypatch):
@@ -125,7 +125,9 @@ def test_bf16_and_fp32_give_the_same_poses(tiny_scene, monkeypatch):
     from glace_core.pose_covariance import mahalanobis_squared, pose_error_vector
 
     monkeypatch.setenv(ENV_VAR, "avx512_bf16")
-    base = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2, global_mode="off")
+    # the regression's poses: the keyframe refinement (tested in test_keyframes.py) would replace them
+    base = LocalizerOptions(image_resolution=tiny_scene.resolution, ensemble_candidates=2, global_mode="off",
+                            refinement=RefinementOptions(enabled=False))
     localizer = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, "cpu")
     fp32 = _localize_all(localizer, tiny_scene, dataclasses.replace(base, precision="fp32"))
     assert localizer._predictor.precision == "fp32"

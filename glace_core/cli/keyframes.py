@@ -14,15 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+from glace_core.cli.train import _strtobool
 from glace_core.keyframes import DEFAULT_KEYFRAME_KEYPOINTS
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("map", type=Path, help="the map file (glace-train's output)")
     p.add_argument("--keyframe_keypoints", type=int, default=DEFAULT_KEYFRAME_KEYPOINTS,
                    help="keypoints kept per mapping frame (strongest first)")
-    p.add_argument("--use_depth", type=_bool, default=True,
+    p.add_argument("--use_depth", type=_strtobool, default=True,
                    help="world points from the split's depth/ where it has one (False: from the map)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
