@@ -155,7 +155,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               choices=ENSEMBLE_FUSIONS),
     ParamSpec("keyframe_refinement", True, "maps with a keyframes file (<map>.keyframes.npz, glace-train's cpu "
               "presets, glace-keyframes): refine each pose by matching XFeat keypoints to the mapping frames nearest "
-              "to it (millimetres instead of centimetres, about 13 ms a frame at 480x640 on 2 cores; BENCHMARKS.md "
+              "to it (millimetres instead of centimetres, 12-20 ms a frame at 480x640 on 2 cores; BENCHMARKS.md "
               "'Keyframe refinement')"),
     # quality gate
     ParamSpec("min_inlier_count", 100, "poses with fewer RANSAC inliers are not published", minimum=0,
