@@ -96,11 +96,13 @@ def summary(d2: np.ndarray) -> str:
             f"mean {np.mean(d2):8.1f}")
 
 
-def report(kind: str, per_scene: dict[str, list[dict]], base: CovarianceCalibration, fit: bool, fit_median: float) -> None:
+def report(kind: str, per_scene: dict[str, list[dict]], base: CovarianceCalibration, fit: bool,
+           fit_median: float) -> None:
     """The table of one kind of pose (its frames in every scene) under its calibration ``base``."""
     per_scene = {name: [f for f in frames if f["kind"] == kind] for name, frames in per_scene.items()}
     print(f"\n{kind} poses, calibration: {base}")
-    print("| scene | frames scored | default: median d^2 | inside 95 % | leave-one-out n_eff | median d^2 | inside 95 % |")
+    print("| scene | frames scored | default: median d^2 | inside 95 % | leave-one-out n_eff | median d^2 "
+          "| inside 95 % |")
     print("|---|---|---|---|---|---|---|")
     everything, out_of_sample = [], []
     for name, frames in per_scene.items():
@@ -108,9 +110,11 @@ def report(kind: str, per_scene: dict[str, list[dict]], base: CovarianceCalibrat
             print(f"| {name} | 0 | | | | | |")
             continue
         d2 = distances(frames, base)
-        published = np.array([mahalanobis_squared(pose_error_vector(f["est"], f["gt"]), f["published"]) for f in frames])
+        published = np.array([mahalanobis_squared(pose_error_vector(f["est"], f["gt"]), f["published"])
+                              for f in frames])
         assert np.allclose(d2, published, rtol=1e-6), "the bench's covariance differs from the node's"
-        row = f"| {name} | {len(frames)} of {frames[0]['frames']} | {np.median(d2):.2f} | {100 * np.mean(d2 <= CHI2_6_95):.0f} % |"
+        row = (f"| {name} | {len(frames)} of {frames[0]['frames']} | {np.median(d2):.2f} | "
+               f"{100 * np.mean(d2 <= CHI2_6_95):.0f} % |")
         others = [f for other, fs in per_scene.items() if other != name for f in fs]
         if fit and others:
             n_eff = fit_n_eff(others, base, fit_median)
@@ -123,7 +127,8 @@ def report(kind: str, per_scene: dict[str, list[dict]], base: CovarianceCalibrat
         everything += frames
     print(f"all scenes, default calibration: {summary(distances(everything, base))}")
     if fit and everything:
-        print(f"all scenes, leave-one-scene-out n_eff: {summary(np.concatenate(out_of_sample) if out_of_sample else np.zeros(0))}")
+        pooled = np.concatenate(out_of_sample) if out_of_sample else np.zeros(0)
+        print(f"all scenes, leave-one-scene-out n_eff: {summary(pooled)}")
         n_eff = fit_n_eff(everything, base, fit_median)
         print(f"n_eff fitted on all scenes: {n_eff:.2f} -> "
               f"{summary(distances(everything, dataclasses.replace(base, effective_observations=n_eff)))}")

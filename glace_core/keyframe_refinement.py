@@ -2,8 +2,9 @@
 
 The scene coordinate regression's pose picks the ``keyframes`` mapping frames whose cameras are nearest
 to it (and look within ``max_view_angle`` of the same way). The query's XFeat keypoints are matched to
-their keypoints together by mutual nearest neighbours with a cosine floor (XFeat's own matcher), and ``dsac_native.estimate_pose_from_correspondences`` (P3P RANSAC, then refinement on the
-inliers) solves the pose. The refined pose replaces the regressed one when it has at least
+their keypoints, all together, by mutual nearest neighbours with a cosine floor (XFeat's own matcher),
+and ``dsac_native.estimate_pose_from_correspondences`` (P3P RANSAC, then refinement on the inliers)
+solves the pose. The refined pose replaces the regressed one when it has at least
 ``min_inliers`` inliers and lies within ``max_correction_m`` / ``max_correction_deg`` of it.
 
 When that fails (the regressed pose was too far off for its nearest keyframes to see what the query
@@ -161,8 +162,8 @@ def refine_pose(keyframes: Keyframes, pixels: np.ndarray, descriptors: np.ndarra
     if g.shape[0] != keyframes.global_descriptors.shape[1]:
         raise ValueError(f"query_global has {g.shape[0]} values, the keyframes' descriptors "
                          f"{keyframes.global_descriptors.shape[1]}")
-    similar = np.argsort(-(keyframes.global_descriptors.astype(np.float32) @ g), kind="stable")[:opt.retrieved_keyframes]
-    similar = [int(j) for j in similar]
+    order = np.argsort(-(keyframes.global_descriptors.astype(np.float32) @ g), kind="stable")
+    similar = [int(j) for j in order[:opt.retrieved_keyframes]]
     if sorted(similar) == sorted(near):
         return out
     pose, inliers, matches, why, found = _solve(keyframes, similar, pixels, query, K, threshold, opt, seed)

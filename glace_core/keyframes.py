@@ -255,9 +255,10 @@ def _map_points(pixels: np.ndarray, sc: np.ndarray, K_net: np.ndarray, pose: np.
     return pts
 
 
-def build_keyframes(encoder: torch.nn.Module, split, resolution: int, *, max_keypoints: int = DEFAULT_KEYFRAME_KEYPOINTS,
-                    use_depth: bool = True, model: torch.nn.Module | None = None, head_sha256: str = "",
-                    frames: list[int] | None = None, progress: bool = False) -> Keyframes:
+def build_keyframes(encoder: torch.nn.Module, split, resolution: int, *,
+                    max_keypoints: int = DEFAULT_KEYFRAME_KEYPOINTS, use_depth: bool = True,
+                    model: torch.nn.Module | None = None, head_sha256: str = "", frames: list[int] | None = None,
+                    progress: bool = False) -> Keyframes:
     """The keyframes of the ``frames`` of ``split`` (a ``SceneSplit`` with poses; None: every frame) at the
     network ``resolution`` (the map's ``image_resolution``). World points from the split's depth when it
     has depth and ``use_depth``, else from ``model``'s scene coordinates (its best-routed head; required
@@ -302,7 +303,8 @@ def build_keyframes(encoder: torch.nn.Module, split, resolution: int, *, max_key
         descs.append(desc[keep])
         points.append(pts[keep])
         counts.append(int(keep.sum()))
-    keyframes = Keyframes(all_poses[frames].reshape(-1, 4, 4), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    keyframes = Keyframes(all_poses[frames].reshape(-1, 4, 4), offsets,
                           np.concatenate(descs) if descs else np.zeros((0, 64), np.float16),
                           np.concatenate(points) if points else np.zeros((0, 3), np.float32), head_sha256,
                           np.stack(globals_) if globals_ else None)

@@ -198,11 +198,12 @@ def test_replay_eval_sets_only_valid_node_parameters(tmp_path, mode):
 
     opt = ReplayOptions(map_path=str(tmp_path / "m.pt"), hypotheses=32, threshold=5.0, inlier_alpha=50.0,
                         max_reprojection_error=80.0, seed=3, min_inlier_count=0, ensemble_candidates=1,
-                        early_accept_ratio=0.0, **mode)
+                        early_accept_ratio=0.0, keyframe_refinement=False, **mode)
     params = node_parameters(opt, "/cam/image", "/cam/info", False)
     RelocalizerParams.from_mapping(params)  # raises naming any unknown or invalid one
     assert (params["hypotheses"], params["inlier_alpha"], params["max_reprojection_error"]) == (32, 50.0, 80.0)
     assert (params["ensemble_candidates"], params["early_accept_ratio"]) == (1, 0.0)
+    assert params["keyframe_refinement"] is False
     assert params.get("image_qos", "sensor_data") == ("sensor_data" if mode.get("flood") else "reliable")
 
 
@@ -212,6 +213,10 @@ def test_node_parameters_reach_the_localizer_options():
     opt = RelocalizerParams.from_mapping({"match_focal": False, "image_resolution": 0, "precision": "fp32",
                                           "max_input_pixels": 100_000}).localizer_options()
     assert (opt.match_focal, opt.image_resolution, opt.precision, opt.max_input_pixels) == (False, 0, "fp32", 100_000)
+    # the keyframe refinement: on by default, off by the parameter
+    assert RelocalizerParams.from_mapping({}).localizer_options().refinement.enabled is True
+    off = RelocalizerParams.from_mapping({"keyframe_refinement": False}).localizer_options()
+    assert off.refinement.enabled is False
 
 
 def test_readme_table_matches_when_present():
