@@ -354,7 +354,8 @@ class Localizer:
                 K: np.ndarray | None = None) -> None:
         """Build everything a (height, width) image with intrinsics ``K`` needs before the first real
         one: the encoder's graph and that of every head of an ensemble (any may be routed later;
-        building one on first use stalls that frame), and the global descriptor. K None: a camera
+        building one on first use stalls that frame), the keypoint head's graph of the keyframe
+        refinement, and the global descriptor. K None: a camera
         with the map's focal length (no focal change), or focal = width for maps that do not record
         it. Forgets the descriptor of the blank warm-up image afterwards."""
         opt = options or self.options
@@ -363,8 +364,11 @@ class Localizer:
             if self.map_focal:
                 f = self.map_focal * min(height, width) / self.trained_resolution
             K = np.array([[f, 0.0, width / 2.0], [0.0, f, height / 2.0], [0.0, 0.0, 1.0]])
-        self.localize(np.zeros((int(height), int(width), 3), np.uint8), K,
-                      options=dataclasses.replace(opt, ensemble_candidates=0, early_accept_ratio=0.0))
+        blank = np.zeros((int(height), int(width), 3), np.uint8)
+        out = self.localize(blank, K, options=dataclasses.replace(opt, ensemble_candidates=0, early_accept_ratio=0.0))
+        if self._keypoints is not None and out.refinement is None:  # a blank image has no pose to refine
+            tensor, _ = preprocess_image(blank, K, resolution=self.frame_resolution(K, *blank.shape[:2], opt))
+            self._keypoints_of(tensor.to(self.device))
         self.globals.reset()
         self._warm_keys.add(self._warm_key(height, width, K, opt))
 
@@ -517,15 +521,20 @@ class Localizer:
         pose = np.asarray(result.camera_to_world, dtype=np.float64)
         if not np.all(np.isfinite(pose)):
             return None
-        feats = self._predictor.features if self._predictor is not None else None
-        if feats is None:  # the fused single-head path does not expose them: one more encoder pass
-            with torch.inference_mode():
-                feats = self.encoder(image.to(self.device))
         self._keypoints.max_keypoints = int(opt.refinement.max_keypoints)
-        pixels, descriptors = self._keypoints(image, feats)
-        query_global = routing_descriptor(feats)[0].float().cpu().numpy()
+        pixels, descriptors, query_global = self._keypoints_of(image)
         return refine_pose(self.keyframes, pixels, descriptors, K_net, pose, opt.refinement, seed=opt.ransac.seed,
                            pixel_scale=min(image.shape[-2:]) / DEFAULT_RESOLUTION, query_global=query_global)
+
+    def _keypoints_of(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keypoint pixels (N, 2), descriptors (N, 64), routing descriptor (G,)) of the network input
+        ``image`` (1, 1, H, W), from the encoder features of its frame (``MapPredictor.features``)."""
+        feats = self._predictor.features if self._predictor is not None else None
+        if feats is None or tuple(feats.shape[-2:]) != tuple(-(-d // self.stride) for d in image.shape[-2:]):
+            with torch.inference_mode():  # the fused single-head path does not expose them: one more pass
+                feats = self.encoder(image.to(self.device))
+        pixels, descriptors = self._keypoints(image, feats)
+        return pixels, descriptors, routing_descriptor(feats)[0].float().cpu().numpy()
 
     def _solve(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions) -> list:
         """``[(head, scene coordinates, dsac_native result), ...]`` in the order of ``candidates``.

@@ -257,3 +257,19 @@ def test_glace_keyframes_adds_keyframes_to_a_map(tiny_scene, tmp_path, capsys):
     written = load_map_keyframes(map_path)
     assert written is not None and len(written) == len(SceneSplit(tiny_scene.root, "train"))
     assert np.all(np.diff(written.offsets) <= 64)
+
+
+def test_warm_up_builds_the_keypoint_heads_graph(tiny_scene):
+    """The node warms up before its first frame: the refinement's keypoint head (a frozen graph per input
+    size on the CPU fast path) is built then, not on the first real frame."""
+    from glace_core.localizer import Localizer, LocalizerOptions
+
+    loc = Localizer.load(tiny_scene.map_path, tiny_scene.encoder, device="cpu",
+                         options=LocalizerOptions(image_resolution=tiny_scene.resolution))
+    graphs = loc._keypoints._logits._cache.graphs
+    assert len(graphs) == 0
+    frame = tiny_scene.frames[0]
+    loc.warm_up(*frame.rgb.shape[:2], K=frame.K)
+    assert len(graphs) == 1
+    loc.localize(frame.rgb, frame.K)
+    assert len(graphs) == 1  # the frame used it
