@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from glace_core.geometry import invert_pose, pose_errors, project_camera_points, transform_points
+from glace_core.geometry import invert_pose, pose_errors, project, transform_points
 from glace_core.keyframes import Keyframes
 from glace_core.keypoint_matching import check_rows, mutual_nn, nearest_views
 from glace_core.pose_covariance import CovarianceCalibration
@@ -120,9 +120,9 @@ def _solve(keyframes: Keyframes, frames: list[int], pixels: np.ndarray, query: n
     pose = np.asarray(result.camera_to_world, dtype=np.float64) if result.success else None
     if pose is None or inliers < opt.min_inliers or not np.all(np.isfinite(pose)):
         return None, inliers, len(px), f"{inliers} inliers of {len(px)} matches", none
-    proj, depth = project_camera_points(transform_points(invert_pose(pose), pts), K)
+    proj, _ = project(pts, invert_pose(pose), K)
     err = np.hypot(*(proj - px).T)
-    keep = (depth > 0) & (err < threshold)  # NaN errors (behind the camera) are not inliers
+    keep = err < threshold  # NaN errors (behind the camera) are not inliers
     return pose, int(keep.sum()), len(px), "", (px[keep], pts[keep], err[keep])
 
 

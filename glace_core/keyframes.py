@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from glace_core.encoder import ACE_IMAGE_MEAN, ACE_IMAGE_STD
+from glace_core.geometry import invert_pose, project
 from glace_core.io_utils import atomic_write_bytes
 from glace_core.keypoint_matching import check_rows, lift_keypoints
 
@@ -86,6 +87,7 @@ class KeypointExtractor:
 
     def __init__(self, encoder: torch.nn.Module, max_keypoints: int = 2048,
                  threshold: float = DETECTION_THRESHOLD, fast: bool = False):
+        """max_keypoints: kept per image unless a call asks for another number."""
         net = getattr(encoder, "net", None)
         if net is None or not hasattr(net, "keypoint_head"):
             raise ValueError(f"keyframes need an XFeat encoder (its keypoint head); got {type(encoder).__name__}")
@@ -102,7 +104,8 @@ class KeypointExtractor:
             self._logits = FastModule(logits, FastInferenceConfig(precision="fp32"))
 
     @torch.inference_mode()
-    def __call__(self, image: torch.Tensor, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image: torch.Tensor, features: torch.Tensor,
+                 max_keypoints: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         if image.ndim != 4 or image.shape[:2] != (1, 1):
             raise ValueError(f"image must be (1, 1, H, W), got shape {tuple(image.shape)}")
         height, width = image.shape[-2:]
@@ -119,21 +122,27 @@ class KeypointExtractor:
         peak = (heat == local) & (heat > self.threshold)
         rows, cols = torch.nonzero(peak, as_tuple=True)
         score = heat[rows, cols]
-        order = torch.argsort(-score, stable=True)[:self.max_keypoints]
+        order = torch.argsort(-score, stable=True)[:int(max_keypoints or self.max_keypoints)]
         rows, cols = rows[order], cols[order]
         pixels = (torch.stack([cols, rows], 1).double() + XFEAT_KEYPOINT_OFFSET).cpu().numpy()
         return pixels, sample_descriptors(features, pixels, self.stride)
 
 
+def _at_pixels(cells: torch.Tensor, pixels: np.ndarray, stride: int, padding_mode: str = "zeros") -> torch.Tensor:
+    """(N, C) float32: ``cells`` (1, C, h, w), whose cell (u, v) is centred at pixel (stride * u + stride / 2,
+    stride * v + stride / 2), bilinear at continuous network pixels (N, 2)."""
+    pixels = check_rows(pixels, "pixels", 2)
+    h, w = cells.shape[-2:]
+    # align_corners=False: normalised x = 2 * pixel / (stride * w) - 1
+    grid = torch.from_numpy(np.stack([2 * pixels[:, 0] / (stride * w) - 1, 2 * pixels[:, 1] / (stride * h) - 1], 1))
+    return F.grid_sample(cells.float(), grid[None, None].float().to(cells.device), mode="bilinear",
+                         padding_mode=padding_mode, align_corners=False)[0, :, 0].T
+
+
 def sample_descriptors(features: torch.Tensor, pixels: np.ndarray, stride: int = 8) -> np.ndarray:
     """Unit descriptors (N, C) float32 of continuous network pixels (N, 2), bilinear in the features
     (1, C, h, w) whose cell (u, v) is centred at pixel (stride * u + stride / 2, stride * v + stride / 2)."""
-    pixels = check_rows(pixels, "pixels", 2)
-    h, w = features.shape[-2:]
-    # align_corners=False: normalised x = 2 * pixel / (stride * w) - 1
-    grid = torch.from_numpy(np.stack([2 * pixels[:, 0] / (stride * w) - 1, 2 * pixels[:, 1] / (stride * h) - 1], 1))
-    desc = F.grid_sample(features.float(), grid[None, None].float().to(features.device), mode="bilinear",
-                         align_corners=False)[0, :, 0].T
+    desc = _at_pixels(features, pixels, stride)
     return np.ascontiguousarray(F.normalize(desc, dim=1).cpu().numpy(), dtype=np.float32)
 
 
@@ -239,19 +248,10 @@ def load_map_keyframes(map_path: str | os.PathLike) -> Keyframes | None:
 def _map_points(pixels: np.ndarray, sc: np.ndarray, K_net: np.ndarray, pose: np.ndarray, stride: int) -> np.ndarray:
     """World points (N, 3) of network pixels (N, 2) from scene coordinates (3, h, w) (bilinear between
     cell centres), NaN where the point reprojects further than MAX_MAP_POINT_ERROR_PX from its pixel."""
-    t = torch.from_numpy(np.ascontiguousarray(sc, dtype=np.float32))[None]
-    h, w = sc.shape[1:]
-    grid = torch.from_numpy(np.stack([2 * pixels[:, 0] / (stride * w) - 1, 2 * pixels[:, 1] / (stride * h) - 1],
-                                     1)).float()
-    pts = F.grid_sample(t, grid[None, None], mode="bilinear", padding_mode="border",
-                        align_corners=False)[0, :, 0].T.double().numpy()
-    world_to_cam = np.linalg.inv(pose)
-    cam = pts @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        proj = np.column_stack([K_net[0, 0] * cam[:, 0] / cam[:, 2] + K_net[0, 2],
-                                K_net[1, 1] * cam[:, 1] / cam[:, 2] + K_net[1, 2]])
-        bad = ~((cam[:, 2] > 0) & (np.linalg.norm(proj - pixels, axis=1) <= MAX_MAP_POINT_ERROR_PX))
-    pts[bad] = np.nan
+    sc = torch.from_numpy(np.ascontiguousarray(sc, dtype=np.float32))[None]
+    pts = _at_pixels(sc, pixels, stride, padding_mode="border").double().numpy()
+    proj, _ = project(pts, invert_pose(pose), K_net)  # NaN behind the camera: never kept
+    pts[~(np.linalg.norm(proj - pixels, axis=1) <= MAX_MAP_POINT_ERROR_PX)] = np.nan
     return pts
 
 

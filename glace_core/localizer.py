@@ -279,8 +279,7 @@ class Localizer:
         self._keypoints: KeypointExtractor | None = None
         if keyframes is not None:
             try:
-                self._keypoints = KeypointExtractor(self.encoder, RefinementOptions().max_keypoints,
-                                                    fast=self.fast_inference)
+                self._keypoints = KeypointExtractor(self.encoder, fast=self.fast_inference)
             except ValueError as exc:  # an encoder without XFeat's keypoint head
                 _logger.warning("keyframe refinement off: %s", exc)
                 self.keyframes = None
@@ -521,19 +520,19 @@ class Localizer:
         pose = np.asarray(result.camera_to_world, dtype=np.float64)
         if not np.all(np.isfinite(pose)):
             return None
-        self._keypoints.max_keypoints = int(opt.refinement.max_keypoints)
-        pixels, descriptors, query_global = self._keypoints_of(image)
+        pixels, descriptors, query_global = self._keypoints_of(image, opt.refinement.max_keypoints)
         return refine_pose(self.keyframes, pixels, descriptors, K_net, pose, opt.refinement, seed=opt.ransac.seed,
                            pixel_scale=min(image.shape[-2:]) / DEFAULT_RESOLUTION, query_global=query_global)
 
-    def _keypoints_of(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _keypoints_of(self, image: torch.Tensor,
+                      max_keypoints: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(keypoint pixels (N, 2), descriptors (N, 64), routing descriptor (G,)) of the network input
         ``image`` (1, 1, H, W), from the encoder features of its frame (``MapPredictor.features``)."""
         feats = self._predictor.features if self._predictor is not None else None
         if feats is None or tuple(feats.shape[-2:]) != tuple(-(-d // self.stride) for d in image.shape[-2:]):
             with torch.inference_mode():  # the fused single-head path does not expose them: one more pass
                 feats = self.encoder(image.to(self.device))
-        pixels, descriptors = self._keypoints(image, feats)
+        pixels, descriptors = self._keypoints(image, feats, max_keypoints)
         return pixels, descriptors, routing_descriptor(feats)[0].float().cpu().numpy()
 
     def _solve(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions) -> list:
