@@ -200,7 +200,8 @@ def summarize(records: list[FrameRecord], with_gt: bool = True) -> dict[str, Any
     from glace_core.geometry import accuracy_table
 
     n = len(records)
-    keys = [k for k in ("preprocess", "global", "encoder", "head", "network", "ransac") if any(k in r.times for r in records)]
+    keys = [k for k in ("preprocess", "global", "encoder", "head", "network", "ransac", "refine")
+            if any(k in r.times for r in records)]
     times = {k: float(np.mean([r.times.get(k, 0.0) for r in records])) for k in keys} if n else {}
     summary: dict[str, Any] = {"frames": n, "localised": sum(r.success for r in records),
                                "with_ground_truth": bool(with_gt and n), "time_per_frame_s": times,

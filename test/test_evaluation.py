@@ -55,6 +55,10 @@ def test_summary_counts_failures_and_uses_the_reference_median():
     assert s["frames"] == 4 and s["localised"] == 3
     assert s["median_t_cm"] == pytest.approx(20.0) and s["median_r_deg"] == pytest.approx(1.0)  # sorted[n // 2]
     assert s["avg_time_s"] == pytest.approx(0.13)
+    # the keyframe refinement's time counts too (a frame of it: 0.02 s more per frame on average)
+    records[0].times["refine"] = 0.08
+    assert summarize(records)["avg_time_s"] == pytest.approx(0.15)
+    assert summarize(records)["time_per_frame_s"]["refine"] == pytest.approx(0.02)
     values = sorted(float(v) for k, v in s["accuracy"].items() if "median" not in k)
     assert values and max(values) == pytest.approx(50.0)  # 2 of 4 within 10 cm / 5 deg, the failure never
     no_gt = summarize(records, with_gt=False)

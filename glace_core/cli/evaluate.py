@@ -123,7 +123,8 @@ def format_summary(summary: dict) -> str:
     else:
         lines.append("no ground truth: accuracy not computed")
     t = summary["time_per_frame_s"]
-    names = {"global": "global descriptor", "network": "encoder+head", "head": "head(s)", "ransac": "RANSAC"}
+    names = {"global": "global descriptor", "network": "encoder+head", "head": "head(s)", "ransac": "RANSAC",
+             "refine": "keyframe refinement"}
     parts = ", ".join(f"{names.get(k, k)} {v * 1000:.1f} ms" for k, v in t.items())
     lines.append(f"avg time per frame: {summary['avg_time_s'] * 1000:.1f} ms ({parts})")
     return "\n".join(lines)
