@@ -9,6 +9,9 @@ Entry points:
 
 - ``estimate_pose(scene_coordinates (3, H, W) float32, fx, fy, cx, cy, *, subsampling=8, ...)``
 - ``estimate_pose_from_correspondences(pixels (N, 2), points (N, 3), fx, fy, cx, cy, *, ...)``
+- ``row_column_maxima(similarity (N, M) float32)`` and ``local_maxima(heat (H, W) float32, *, radius,
+  threshold, max_count)``: the reductions of keypoint matching and detection (``glace_core.keypoint_matching``,
+  ``glace_core.keyframes``), which torch runs slowly on CPU.
 - ``estimate_pose_with_options`` / ``estimate_pose_from_correspondences_with_options`` take an
   :class:`Options` object instead of keyword arguments.
 
@@ -28,6 +31,8 @@ from ._dsac_native import (  # noqa: F401
     estimate_pose_from_correspondences_with_options,
     estimate_pose_with_options,
     kernel_isa,
+    local_maxima,
+    row_column_maxima,
 )
 
 __all__ = [
@@ -38,5 +43,7 @@ __all__ = [
     "estimate_pose_from_correspondences",
     "estimate_pose_from_correspondences_with_options",
     "estimate_pose_with_options",
+    "local_maxima",
+    "row_column_maxima",
     "kernel_isa",
 ]

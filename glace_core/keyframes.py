@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import dsac_native
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -116,14 +117,11 @@ class KeypointExtractor:
         scores = F.softmax(self._logits(image.to(self.device).float()).float(), 1)[:, :64]
         heat = scores.permute(0, 2, 3, 1).reshape(1, cells[0], cells[1], 8, 8)
         heat = heat.permute(0, 1, 3, 2, 4).reshape(cells[0] * 8, cells[1] * 8)[:height, :width]
-        # 5x5 non-maximum suppression as two 1-D maxima over unfolded windows (the same result as
-        # max_pool2d(5, stride 1), which takes 10x longer on CPU at 480x640)
-        local = F.pad(heat, (2, 2, 2, 2), value=-1.0).unfold(1, 5, 1).amax(-1).unfold(0, 5, 1).amax(-1)
-        peak = (heat == local) & (heat > self.threshold)
-        rows, cols = torch.nonzero(peak, as_tuple=True)
-        score = heat[rows, cols]
-        order = torch.argsort(-score, stable=True)[:int(max_keypoints or self.max_keypoints)]
-        rows, cols = rows[order], cols[order]
+        # XFeat's 5x5 non-maximum suppression (a peak is >= its 5x5 window, as max_pool2d(5, stride 1) == heat),
+        # then the strongest first: natively, 1.1 against 2.4 ms in torch at 480x640 (BENCHMARKS.md 2026-12-05)
+        rows, cols = (torch.from_numpy(x) for x in dsac_native.local_maxima(
+            heat.float().contiguous().cpu().numpy(), radius=2, threshold=self.threshold,
+            max_count=int(max_keypoints or self.max_keypoints)))
         pixels = (torch.stack([cols, rows], 1).double() + XFEAT_KEYPOINT_OFFSET).cpu().numpy()
         return pixels, sample_descriptors(features, pixels, self.stride)
 

@@ -5,10 +5,11 @@ to world points with depth, and mapping frames near a camera.
 Conventions are the project's: pixels are continuous (u, v) with the origin at the image's
 top-left corner (pixel (i, j) has its centre at (j + 0.5, i + 0.5)); poses are camera-to-world
 (4, 4) float64 in OpenCV axes; depth is z-depth in metres, 0 = invalid. Descriptors are float32
-rows of unit L2 norm. numpy (the products of matching in torch).
+rows of unit L2 norm. numpy (the products of matching in torch, their reductions in ``dsac_native``).
 """
 from __future__ import annotations
 
+import dsac_native
 import numpy as np
 import torch
 
@@ -63,12 +64,14 @@ def mutual_nn(desc_a: np.ndarray, desc_b: np.ndarray, ratio: float = 1.0, min_co
     desc_b = check_rows(desc_b, "desc_b", desc_a.shape[1])
     if len(desc_a) == 0 or len(desc_b) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    # torch, not numpy: numpy's OpenBLAS threads spin after a product and take the cores from the
-    # network of the next frame (the node's encoder ran 16 -> 23 ms with the refinement matching in numpy)
+    # the product in torch, not numpy: numpy's OpenBLAS threads spin after a product and take the cores from
+    # the network of the next frame (the node's encoder ran 16 -> 23 ms with the refinement matching in numpy);
+    # the maxima in dsac_native: torch's row maxima with indices and column maxima took 2-3 and 8 ms for
+    # 1024 x 3072 on 2 cores, the native pass 1.4 ms (BENCHMARKS.md 2026-12-05 "Cheaper refinement")
     sim = torch.from_numpy(np.ascontiguousarray(desc_a, dtype=np.float32)) @ \
         torch.from_numpy(np.ascontiguousarray(desc_b, dtype=np.float32)).T
-    best, ab = sim.max(dim=1)
-    keep = (best >= sim.amax(dim=0)[ab]) & (best >= min_cosine)
+    best, ab, column_max = (torch.from_numpy(x) for x in dsac_native.row_column_maxima(sim.numpy()))
+    keep = (ab >= 0) & (best >= column_max[ab.clamp(min=0)]) & (best >= min_cosine)
     if ratio < 1.0 and len(desc_b) > 1:
         second = sim.topk(2, dim=1).values[:, 1]
         d1 = torch.sqrt(torch.clamp(2.0 - 2.0 * best, min=0.0))

@@ -3,12 +3,15 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "dsac_native/dsac_native.hpp"
 #include "dsac_native/kernels.hpp"
+#include "dsac_native/matching.hpp"
 
 namespace py = pybind11;
 using namespace dsac_native;
@@ -206,6 +209,59 @@ PYBIND11_MODULE(_dsac_native, m) {
   m.def("estimate_pose_from_correspondences_with_options", &correspondences_with_options, py::arg("pixels"),
         py::arg("points"), py::arg("fx"), py::arg("fy"), py::arg("cx"), py::arg("cy"),
         py::arg("options") = Options(), "estimate_pose_from_correspondences with an Options object.");
+  m.def(
+      "row_column_maxima",
+      [](const py::array& sim) {
+        if (sim.ndim() != 2) throw py::value_error("similarity must have shape (N, M), got " + shape_str(sim));
+        if (!sim.dtype().is(py::dtype::of<float>()))
+          throw py::value_error("similarity must be float32, got " + dtype_str(sim));
+        require_c_contiguous(sim, "similarity");
+        const py::ssize_t n = sim.shape(0), m = sim.shape(1);
+        if (n > INT32_MAX || m > INT32_MAX) throw py::value_error("similarity is too large: " + shape_str(sim));
+        py::array_t<float> best(n), column_max(m);
+        py::array_t<std::int64_t> arg(n);
+        const float* data = static_cast<const float*>(sim.data());
+        float* b = best.mutable_data();
+        float* c = column_max.mutable_data();
+        std::int64_t* a = arg.mutable_data();
+        {
+          py::gil_scoped_release release;
+          row_column_maxima(data, static_cast<int>(n), static_cast<int>(m), b, a, c);
+        }
+        return py::make_tuple(best, arg, column_max);
+      },
+      py::arg("similarity"),
+      "(best (N,) float32, arg (N,) int64, column_max (M,) float32) of a float32 (N, M) matrix: each row's "
+      "maximum and the first column holding it (-1 for a row with no value above -inf), each column's maximum. "
+      "NaN never counts as a maximum.");
+
+  m.def(
+      "local_maxima",
+      [](const py::array& heat, int radius, float threshold, int max_count) {
+        if (heat.ndim() != 2) throw py::value_error("heat must have shape (H, W), got " + shape_str(heat));
+        if (!heat.dtype().is(py::dtype::of<float>()))
+          throw py::value_error("heat must be float32, got " + dtype_str(heat));
+        require_c_contiguous(heat, "heat");
+        if (heat.shape(0) * heat.shape(1) > INT32_MAX) throw py::value_error("heat is too large: " + shape_str(heat));
+        if (radius < 0) throw py::value_error("radius must be >= 0, got " + std::to_string(radius));
+        if (max_count < 0) throw py::value_error("max_count must be >= 0, got " + std::to_string(max_count));
+        std::vector<std::int32_t> rows, cols;
+        const float* data = static_cast<const float*>(heat.data());
+        const int h = static_cast<int>(heat.shape(0)), w = static_cast<int>(heat.shape(1));
+        {
+          py::gil_scoped_release release;
+          local_maxima(data, h, w, radius, threshold, max_count, rows, cols);
+        }
+        py::array_t<std::int64_t> r(static_cast<py::ssize_t>(rows.size())), c(static_cast<py::ssize_t>(cols.size()));
+        std::copy(rows.begin(), rows.end(), r.mutable_data());
+        std::copy(cols.begin(), cols.end(), c.mutable_data());
+        return py::make_tuple(r, c);
+      },
+      py::arg("heat"), py::kw_only(), py::arg("radius"), py::arg("threshold"), py::arg("max_count"),
+      "(rows (K,) int64, cols (K,) int64): the pixels of a float32 (H, W) heatmap whose value is > threshold and "
+      ">= every value within radius (a square window clipped at the borders), strongest first, ties in "
+      "row-major order, at most max_count. NaN is never a peak and never blocks one.");
+
   m.def("kernel_isa", &dsac_native::kernel_isa,
         "'avx2' or 'baseline': the scoring kernels this process runs (DSAC_NATIVE_ISA=baseline forces baseline).");
 }
