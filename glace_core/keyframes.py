@@ -260,8 +260,8 @@ def build_keyframes(encoder: torch.nn.Module, split, resolution: int, *,
     """The keyframes of the ``frames`` of ``split`` (a ``SceneSplit`` with poses; None: every frame) at the
     network ``resolution`` (the map's ``image_resolution``). World points from the split's depth when it
     has depth and ``use_depth``, else from ``model``'s scene coordinates (its best-routed head; required
-    then). The networks run float32; on CPU as frozen graphs (``fast_inference``: the same values within
-    float32 round-off, in about half the time)."""
+    then). The networks run float32; on CPU the encoder and the keypoint head as frozen graphs
+    (``fast_inference``: the same values within float32 round-off, in about half the time)."""
     from tqdm import tqdm
 
     from glace_core.dataset import load_global_features
@@ -285,7 +285,7 @@ def build_keyframes(encoder: torch.nn.Module, split, resolution: int, *,
         from glace_core.fast_inference import FastInferenceConfig, FastModule
 
         features = FastModule(encoder, FastInferenceConfig(precision="fp32"))
-    predictor = None if depth else MapPredictor(encoder, model, fast=fast, candidates=1)
+    predictor = None if depth else MapPredictor(encoder, model, fast=False, candidates=1)
     channels = 0 if depth else int(getattr(model, "global_channels", 0))
     gfeat = load_global_features(split) if channels else None  # None: zeros, as the Localizer without a descriptor
     descs, points, counts, globals_ = [], [], [], []
