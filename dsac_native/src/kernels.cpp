@@ -2,38 +2,18 @@
 // handles two of them (kLanes = 16) to hide latency. exp() and sqrt() are branch-free
 // polynomial / Newton approximations (relative error ~1e-7, below float32 rounding of the sum).
 #include "dsac_native/kernels.hpp"
+#include "dsac_native/simd.hpp"
 
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 
-#pragma GCC diagnostic ignored "-Wpsabi"  // vectors never cross a non-inlined call
-
 namespace dsac_native {
 namespace {
 
-typedef float vf __attribute__((vector_size(32)));
-typedef std::int32_t vi __attribute__((vector_size(32)));
-constexpr int kW = 8;
+using namespace simd;
 static_assert(kLanes == 2 * kW, "two vectors per step");
-
-#define DSAC_INLINE inline __attribute__((always_inline))
-// The AVX2 copies are picked by an explicit CPU check on the first call rather than by GCC's
-// target_clones (an ifunc): it works with Clang too, and DSAC_NATIVE_ISA=baseline lets a test run the
-// baseline copies on an AVX2 machine. DSAC_NATIVE_NO_CLONES at build time leaves only the baseline.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(DSAC_NATIVE_NO_CLONES)
-#define DSAC_X86_DISPATCH 1
-#else
-#define DSAC_X86_DISPATCH 0
-#endif
-
-DSAC_INLINE vf load(const float* p) {
-  vf r;
-  std::memcpy(&r, p, sizeof(r));
-  return r;
-}
-DSAC_INLINE vf splat(float a) { return vf{a, a, a, a, a, a, a, a}; }
 
 // exp(a) for a in [-87, 87] (Cody-Waite reduction, degree-6 polynomial).
 DSAC_INLINE vf vexp(vf a) {

@@ -1,38 +1,19 @@
-// Matching and detection reductions (see matching.hpp). The row/column pass uses GCC/Clang vector
-// extensions (8 floats), compiled for AVX2 and baseline x86-64 and picked by the CPU check that the
-// scoring kernels use (kernels.cpp: DSAC_NATIVE_ISA=baseline forces the baseline copy).
+// Matching and detection reductions (see matching.hpp). The row/column pass uses simd.hpp's vectors,
+// compiled for AVX2 and baseline x86-64 and picked by the CPU check that the scoring kernels use
+// (kernel_isa(); DSAC_NATIVE_ISA=baseline forces the baseline copy).
 #include "dsac_native/matching.hpp"
 
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <numeric>
 
 #include "dsac_native/kernels.hpp"
-
-#pragma GCC diagnostic ignored "-Wpsabi"  // vectors never cross a non-inlined call
+#include "dsac_native/simd.hpp"
 
 namespace dsac_native {
 namespace {
 
-typedef float vf __attribute__((vector_size(32)));
-typedef std::int32_t vi __attribute__((vector_size(32)));
-constexpr int kW = 8;
-
-#define DSAC_INLINE inline __attribute__((always_inline))
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(DSAC_NATIVE_NO_CLONES)
-#define DSAC_X86_DISPATCH 1
-#else
-#define DSAC_X86_DISPATCH 0
-#endif
-
-DSAC_INLINE vf load(const float* p) {
-  vf r;
-  std::memcpy(&r, p, sizeof(r));
-  return r;
-}
-DSAC_INLINE void store(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
-DSAC_INLINE vf splat(float a) { return vf{a, a, a, a, a, a, a, a}; }
+using namespace simd;
 
 DSAC_INLINE void maxima_body(const float* sim, int n, int m, float* best, std::int64_t* arg, float* column_max) {
   const float lowest = -std::numeric_limits<float>::infinity();
