@@ -18,6 +18,7 @@ centimetres to millimetres wherever the regressed pose is within reach of the ri
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,12 +129,14 @@ def _solve(keyframes: Keyframes, frames: list[int], pixels: np.ndarray, query: n
 
 def refine_pose(keyframes: Keyframes, pixels: np.ndarray, descriptors: np.ndarray, K: np.ndarray,
                 camera_to_world: np.ndarray, options: RefinementOptions | None = None, seed: int = 0,
-                pixel_scale: float = 1.0, query_global: np.ndarray | None = None) -> Refinement:
+                pixel_scale: float = 1.0,
+                query_global: np.ndarray | Callable[[], np.ndarray] | None = None) -> Refinement:
     """Refine ``camera_to_world`` (4, 4) of a query with keypoints ``pixels`` (N, 2) (continuous, of the
     image ``K`` (3, 3) belongs to) and unit ``descriptors`` (N, D) against ``keyframes``.
     pixel_scale: the image's shorter side / 480 (the threshold is in px of a 480 px side; at least
     MIN_THRESHOLD_PX). query_global: the query's routing descriptor (G,) (``head_ensemble.routing_descriptor``),
-    for the fallback to the keyframes that look most like it (``RefinementOptions.retrieval``)."""
+    for the fallback to the keyframes that look most like it (``RefinementOptions.retrieval``), or a function
+    that returns it, called only when the fallback runs."""
     opt = options or RefinementOptions()
     pixels = check_rows(pixels, "keypoint pixels", 2)
     descriptors = check_rows(descriptors, "keypoint descriptors", keyframes.descriptors.shape[1])
@@ -158,7 +161,7 @@ def refine_pose(keyframes: Keyframes, pixels: np.ndarray, descriptors: np.ndarra
                              reason=f"the refined pose is {dt:.2f} m / {dr:.1f} deg from the regressed one")
     if not (opt.retrieval and query_global is not None and keyframes.global_descriptors is not None):
         return out
-    g = np.asarray(query_global, dtype=np.float32).reshape(-1)
+    g = np.asarray(query_global() if callable(query_global) else query_global, dtype=np.float32).reshape(-1)
     if g.shape[0] != keyframes.global_descriptors.shape[1]:
         raise ValueError(f"query_global has {g.shape[0]} values, the keyframes' descriptors "
                          f"{keyframes.global_descriptors.shape[1]}")

@@ -69,6 +69,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -525,15 +526,17 @@ class Localizer:
                            pixel_scale=min(image.shape[-2:]) / DEFAULT_RESOLUTION, query_global=query_global)
 
     def _keypoints_of(self, image: torch.Tensor,
-                      max_keypoints: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(keypoint pixels (N, 2), descriptors (N, 64), routing descriptor (G,)) of the network input
-        ``image`` (1, 1, H, W), from the encoder features of its frame (``MapPredictor.features``)."""
+                      max_keypoints: int | None = None) -> tuple[np.ndarray, np.ndarray, Callable[[], np.ndarray]]:
+        """(keypoint pixels (N, 2), descriptors (N, 64), a function returning the routing descriptor (G,)) of
+        the network input ``image`` (1, 1, H, W), from the encoder features of its frame
+        (``MapPredictor.features``). The descriptor is computed only if the refinement's retrieval asks for it
+        (most frames are refined from their nearest keyframes)."""
         feats = self._predictor.features if self._predictor is not None else None
         if feats is None or tuple(feats.shape[-2:]) != tuple(-(-d // self.stride) for d in image.shape[-2:]):
             with torch.inference_mode():  # the fused single-head path does not expose them: one more pass
                 feats = self.encoder(image.to(self.device))
         pixels, descriptors = self._keypoints(image, feats, max_keypoints)
-        return pixels, descriptors, routing_descriptor(feats)[0].float().cpu().numpy()
+        return pixels, descriptors, lambda: routing_descriptor(feats)[0].float().cpu().numpy()
 
     def _solve(self, candidates: list[tuple[int, np.ndarray]], K_net: np.ndarray, ransac: RansacOptions) -> list:
         """``[(head, scene coordinates, dsac_native result), ...]`` in the order of ``candidates``.

@@ -121,6 +121,8 @@ def test_a_pose_metres_off_is_found_from_the_most_similar_keyframes(room):
         wrong = _perturbed(gt, 2.0, 90.0, seed=i)
         out = refine_pose(keyframes, pixels, desc, K, wrong, query_global=g)
         assert out.applied and out.source == "retrieved", out.reason
+        lazy = refine_pose(keyframes, pixels, desc, K, wrong, query_global=lambda: g)  # as the Localizer passes it
+        assert lazy.source == "retrieved" and np.array_equal(lazy.camera_to_world, out.camera_to_world)
         t, r = pose_errors(out.camera_to_world, gt)
         assert t < 0.015 and r < 0.5, (i, t, r)
         assert not refine_pose(keyframes, pixels, desc, K, wrong).applied
